@@ -1,0 +1,63 @@
+"""fiftyone-usam: SAM as a semantic segmenter for the classes you name (U-SAM), for FiftyOne.
+
+The public API is re-exported here and imported lazily, so ``import fiftyone_usam`` is cheap
+(FiftyOne imports plugins at App start, and the CLI should answer ``--help`` at once).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "embed": "fiftyone_usam.embeddings.run",
+    "EmbedReport": "fiftyone_usam.embeddings.run",
+    "EmbeddingStore": "fiftyone_usam.embeddings.store",
+    "StoreSpec": "fiftyone_usam.embeddings.store",
+    "MaskEmbeddingExtractor": "fiftyone_usam.embeddings.extractor",
+    "MaskProposals": "fiftyone_usam.embeddings.proposals",
+    "load_sam": "fiftyone_usam.embeddings.sam_backend",
+    "LoadedSam": "fiftyone_usam.embeddings.sam_backend",
+    "SamVariant": "fiftyone_usam.embeddings.sam_variants",
+    "register_variant": "fiftyone_usam.embeddings.sam_variants",
+    "find_store": "fiftyone_usam.fiftyone_io.datasets",
+    "load_rgb": "fiftyone_usam.images",
+    "USAMError": "fiftyone_usam.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor as MaskEmbeddingExtractor
+    from fiftyone_usam.embeddings.proposals import MaskProposals as MaskProposals
+    from fiftyone_usam.embeddings.run import EmbedReport as EmbedReport
+    from fiftyone_usam.embeddings.run import embed as embed
+    from fiftyone_usam.embeddings.sam_backend import LoadedSam as LoadedSam
+    from fiftyone_usam.embeddings.sam_backend import load_sam as load_sam
+    from fiftyone_usam.embeddings.sam_variants import (
+        SamVariant as SamVariant,
+    )
+    from fiftyone_usam.embeddings.sam_variants import (
+        register_variant as register_variant,
+    )
+    from fiftyone_usam.embeddings.store import (
+        EmbeddingStore as EmbeddingStore,
+    )
+    from fiftyone_usam.embeddings.store import (
+        StoreSpec as StoreSpec,
+    )
+    from fiftyone_usam.errors import USAMError as USAMError
+    from fiftyone_usam.fiftyone_io.datasets import find_store as find_store
+    from fiftyone_usam.images import load_rgb as load_rgb
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fiftyone_usam' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

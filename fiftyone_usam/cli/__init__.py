@@ -1,0 +1,42 @@
+"""The ``usam`` command line: each command is argument plumbing around one library call.
+
+Library errors (`USAMError`) are shown as one readable line and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from fiftyone_usam import __version__
+from fiftyone_usam.cli.embed import embed_command
+from fiftyone_usam.errors import USAMError
+
+
+class _Group(click.Group):
+    """Turns library errors into clean CLI errors (no traceback, non-zero exit)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USAMError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="usam")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """U-SAM for FiftyOne: SAM as a semantic segmenter for the classes you name.
+
+    The stages, in order: embed (SAM mask embeddings of a dataset into a store).
+    Run `usam COMMAND --help` for each command's options.
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fiftyone_usam").setLevel(level)
+
+
+main.add_command(embed_command)

@@ -1,0 +1,115 @@
+"""``usam embed``: SAM mask embeddings of a dataset into an EmbeddingStore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_MAX_FAILURES_SHOWN = 20
+
+
+@click.command("embed")
+@click.option("--dataset", required=True, help="FiftyOne dataset name (must be persistent).")
+@click.option("--view-tag", default=None, help="Only the samples with this tag.")
+@click.option(
+    "--sam",
+    default=None,
+    help="SAM variant: vit_b, vit_l or vit_h, a custom name, or a variant config file. "
+    "Default: the variant described by <checkpoint-stem>.json beside --checkpoint, else vit_b.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SAM weights. Default: the official checkpoint from the cache or FiftyOne's model "
+    "zoo directory, downloaded on first use.",
+)
+@click.option(
+    "--store",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="EmbeddingStore directory (created if absent; resumed if present).",
+)
+@click.option(
+    "--points-per-side",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Point-prompt grid size; d = points_per_side^2 masks per image.",
+)
+@click.option(
+    "--device",
+    default=None,
+    help="torch device, e.g. cpu, cuda, cuda:1. Default: cuda if available, else cpu.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Images per image-encoder call.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on CUDA, fp32 on CPU.",
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Images per store shard (the most a killed run can lose).",
+)
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Threads reading images ahead of the model.",
+)
+def embed_command(
+    dataset: str,
+    view_tag: str | None,
+    sam: str | None,
+    checkpoint: Path | None,
+    store: Path,
+    points_per_side: int,
+    device: str | None,
+    batch_size: int,
+    precision: str,
+    shard_size: int,
+    num_workers: int,
+) -> None:
+    """Compute SAM mask embeddings of a dataset's images into an EmbeddingStore.
+
+    For each image, SAM's encoder runs once and a grid of point prompts goes through the mask
+    decoder; per point the store keeps its 3 masks, predicted IoUs, stability scores and the
+    1024-d mask-token embedding. Re-running skips the samples already stored.
+    """
+    from fiftyone_usam.embeddings.run import embed
+
+    report = embed(
+        dataset,
+        store=store,
+        sam=sam,
+        checkpoint=checkpoint,
+        view_tag=view_tag,
+        points_per_side=points_per_side,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,  # type: ignore[arg-type]
+        shard_size=shard_size,
+        num_workers=num_workers,
+        progress=True,
+    )
+    click.echo(report.summary())
+    if report.failed:
+        click.echo(f"{len(report.failed)} sample(s) could not be embedded:", err=True)
+        for sample_id, reason in list(report.failed.items())[:_MAX_FAILURES_SHOWN]:
+            click.echo(f"  {sample_id}: {reason}", err=True)
+        if len(report.failed) > _MAX_FAILURES_SHOWN:
+            click.echo(f"  ... and {len(report.failed) - _MAX_FAILURES_SHOWN} more", err=True)

@@ -1,0 +1,1 @@
+"""SAM mask embeddings: the SAM backend, point grids, the extractor and the EmbeddingStore."""

@@ -1,0 +1,213 @@
+"""`MaskEmbeddingExtractor`: images -> per-point masks, IoU predictions and mask-token embeddings.
+
+The image encoder runs once per image (batched across images); all ``d`` grid points of an image
+then go through the mask decoder in one batched call. SAM does not return the decoder's output
+mask tokens, so a forward hook on the decoder's two-way transformer reads them as they pass; the
+masks and IoUs are exactly what ``SamPredictor.predict_torch(..., multimask_output=True)`` gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fiftyone_usam.devices import Precision, resolve_dtype
+from fiftyone_usam.embeddings import sam_backend
+from fiftyone_usam.embeddings.prompts import grid_points_for_image
+from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals, encode_masks
+
+if TYPE_CHECKING:
+    import torch
+    from segment_anything.modeling import Sam
+
+EMBEDDING_DIM = 4 * sam_backend.PROMPT_DIM
+
+
+class MaskEmbeddingExtractor:
+    """Runs SAM on a grid of point prompts and keeps what U-SAM needs per point.
+
+    Args:
+        sam: a `LoadedSam`, a built ``segment_anything`` Sam, or a variant name for `load_sam`.
+        points_per_side: grid size; ``d = points_per_side**2`` prompts per image.
+        device: torch device (default: CUDA if available, else CPU).
+        batch_size: images per image-encoder call.
+        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
+        stability_offset: logit offset of the stability score (SAM's default 1.0).
+        max_mask_bytes: cap on the full-resolution mask logits held at once; the upsampling of
+            an image's ``d x 3`` masks is split into chunks of points to stay under it.
+    """
+
+    def __init__(
+        self,
+        sam: Any,
+        points_per_side: int = 10,
+        device: str | torch.device | None = None,
+        batch_size: int = 4,
+        precision: Precision = "auto",
+        stability_offset: float = 1.0,
+        max_mask_bytes: int = 1 << 28,
+    ) -> None:
+        if points_per_side < 1 or batch_size < 1:
+            raise ValueError("points_per_side and batch_size must be at least 1")
+        self.sam = sam_backend.load_sam(sam, device=device)
+        self.device = next(self.model.parameters()).device
+        self.dtype = resolve_dtype(precision, self.device)
+        self.points_per_side = points_per_side
+        self.batch_size = batch_size
+        self.stability_offset = stability_offset
+        self.max_mask_bytes = max_mask_bytes
+
+    @property
+    def model(self) -> Sam:
+        """The underlying ``segment_anything`` Sam."""
+        return self.sam.model
+
+    @property
+    def num_points(self) -> int:
+        """``d``, prompts per image."""
+        return self.points_per_side**2
+
+    def extract(self, images: Sequence[np.ndarray]) -> list[MaskProposals]:
+        """Extracts mask proposals for each image.
+
+        Args:
+            images: `(H, W, 3)` uint8 RGB arrays, any sizes.
+
+        Returns:
+            One `MaskProposals` per image, in order.
+        """
+        for image in images:
+            _check_image(image)
+        out: list[MaskProposals] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            features = self.encode(chunk)
+            out.extend(
+                self.decode(features[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)
+            )
+        return out
+
+    def encode(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Runs the image encoder on a batch: `(B, 256, h, w)` float32 image embeddings."""
+        import torch
+
+        size = self.sam.image_size
+        with torch.inference_mode(), self._autocast():
+            batch = torch.cat(
+                [
+                    self.model.preprocess(
+                        torch.as_tensor(sam_backend.resize_image(image, size), device=self.device)
+                        .permute(2, 0, 1)
+                        .contiguous()[None]
+                    )
+                    for image in images
+                ]
+            )
+            return self.model.image_encoder(batch).float()
+
+    def decode(self, features: torch.Tensor, image_size: tuple[int, int]) -> MaskProposals:
+        """Decodes all grid points of one image in one mask-decoder call.
+
+        Args:
+            features: `(1, 256, h, w)` image embedding from `encode`.
+            image_size: `(H, W)` of the original image.
+        """
+        import torch
+
+        h, w = int(image_size[0]), int(image_size[1])
+        points = grid_points_for_image(self.points_per_side, h, w)
+        coords = sam_backend.transform_coords(points, (h, w), self.sam.image_size)
+        coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[:, None, :]
+        labels_t = torch.ones(coords_t.shape[:2], dtype=torch.int, device=self.device)
+        with torch.inference_mode(), self._autocast():
+            sparse, dense = self.model.prompt_encoder(
+                points=(coords_t, labels_t), boxes=None, masks=None
+            )
+            with self._capture_mask_tokens() as captured:
+                low_res, iou = self.model.mask_decoder(
+                    image_embeddings=features.to(self.device),
+                    image_pe=self.model.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=True,
+                )
+        tokens = captured["tokens"].reshape(len(points), EMBEDDING_DIM)
+        rles, stability = self._full_resolution_masks(low_res.float(), (h, w))
+        return MaskProposals(
+            embeddings=tokens.to(torch.float16).cpu().numpy(),
+            iou_predictions=iou.float().cpu().numpy(),
+            stability_scores=stability,
+            points=points.astype(np.float32),
+            image_size=(h, w),
+            mask_rles=tuple(rles),
+        )
+
+    def _full_resolution_masks(
+        self, low_res: torch.Tensor, image_size: tuple[int, int]
+    ) -> tuple[list[bytes], np.ndarray]:
+        """Upsamples `(d, 3, h', w')` logits in chunks; returns RLEs and `(d, 3)` stability."""
+        import torch
+
+        h, w = image_size
+        input_size = sam_backend.resized_shape(h, w, self.sam.image_size)
+        per_point = MASKS_PER_POINT * h * w * 4
+        step = max(1, self.max_mask_bytes // per_point)
+        threshold = self.model.mask_threshold
+        rles: list[bytes] = []
+        stability = []
+        with torch.inference_mode():
+            for start in range(0, low_res.shape[0], step):
+                logits = self.model.postprocess_masks(
+                    low_res[start : start + step], input_size, (h, w)
+                )
+                stability.append(
+                    sam_backend.stability_score(logits, threshold, self.stability_offset).cpu()
+                )
+                masks = (logits > threshold).flatten(0, 1)  # (n, H, W)
+                # (n, W, H) in C order is (H, W, n) in Fortran order: what pycocotools takes.
+                fortran = masks.transpose(1, 2).contiguous().cpu().numpy().view(np.uint8)
+                rles.extend(encode_masks(fortran.transpose(2, 1, 0)))
+        return rles, torch.cat(stability).float().numpy()
+
+    @contextlib.contextmanager
+    def _capture_mask_tokens(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Reads the decoder's output mask tokens, `(d, 4, 256)`, from its transformer's output."""
+        decoder = self.model.mask_decoder
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(module: Any, inputs: Any, output: tuple[torch.Tensor, torch.Tensor]) -> None:
+            # Token order is [iou token, mask tokens..., prompt tokens] (MaskDecoder.predict_masks).
+            captured["tokens"] = output[0][:, 1 : 1 + decoder.num_mask_tokens, :]
+
+        handle = decoder.transformer.register_forward_hook(hook)
+        try:
+            yield captured
+        finally:
+            handle.remove()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def _check_image(image: Any) -> None:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.dtype != np.uint8
+    ):
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 RGB array, got shape {shape} and dtype {dtype}; "
+            "read files with fiftyone_usam.images.load_rgb, or convert PIL images with to_rgb"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image of shape {image.shape}")

@@ -1,0 +1,98 @@
+"""`MaskProposals`: what SAM says about one image for a grid of point prompts.
+
+Masks are kept as COCO compressed RLE (pycocotools), which rebuilds the full-resolution masks
+exactly without SAM and costs a few hundred bytes per mask instead of H*W.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MASKS_PER_POINT = 3  # SAM's multimask output: roughly whole, part, sub-part
+
+
+@dataclass(frozen=True, eq=False)
+class MaskProposals:
+    """SAM's outputs for one image and a grid of ``d`` point prompts.
+
+    Attributes:
+        embeddings: `(d, 1024)` float16; per point, the mask decoder's 4 output mask tokens
+            (4 x 256) flattened in token order.
+        iou_predictions: `(d, 3)` float32, SAM's predicted IoU of each multimask output.
+        stability_scores: `(d, 3)` float32, IoU of the mask thresholded at +-offset.
+        points: `(d, 2)` float32 (x, y) prompt coordinates in pixels of the image.
+        image_size: `(H, W)` of the image the masks cover.
+        mask_rles: ``d * 3`` COCO compressed RLE ``counts`` (bytes), point-major: the masks of
+            point ``i`` are entries ``3*i .. 3*i+2``.
+    """
+
+    embeddings: np.ndarray
+    iou_predictions: np.ndarray
+    stability_scores: np.ndarray
+    points: np.ndarray
+    image_size: tuple[int, int]
+    mask_rles: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        d = self.embeddings.shape[0]
+        assert self.iou_predictions.shape == (d, MASKS_PER_POINT)
+        assert self.stability_scores.shape == (d, MASKS_PER_POINT)
+        assert self.points.shape == (d, 2)
+        assert len(self.mask_rles) == d * MASKS_PER_POINT
+
+    @property
+    def num_points(self) -> int:
+        """``d``, the number of point prompts."""
+        return int(self.embeddings.shape[0])
+
+    def rle(self, index: int) -> dict[str, object]:
+        """The pycocotools RLE dict of mask ``index`` (point-major, see ``mask_rles``)."""
+        return {"size": list(self.image_size), "counts": self.mask_rles[index]}
+
+    def decode_masks(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Rebuilds full-resolution masks.
+
+        Args:
+            indices: flat mask indices (point-major); all ``d * 3`` when None.
+
+        Returns:
+            `(d, 3, H, W)` bool when ``indices`` is None, else `(n, H, W)` bool.
+        """
+        from pycocotools import mask as mask_utils
+
+        flat = range(len(self.mask_rles)) if indices is None else [int(i) for i in indices]
+        h, w = self.image_size
+        if len(flat) == 0:
+            masks = np.zeros((0, h, w), dtype=bool)
+        else:
+            decoded = mask_utils.decode([self.rle(i) for i in flat])  # (H, W, n) Fortran
+            masks = decoded.transpose(2, 0, 1).astype(bool)
+        if indices is None:
+            return masks.reshape(self.num_points, MASKS_PER_POINT, h, w)
+        return masks
+
+    def mask_areas(self) -> np.ndarray:
+        """`(d, 3)` int64 pixel count of every mask, computed from the RLE."""
+        from pycocotools import mask as mask_utils
+
+        rles = [self.rle(i) for i in range(len(self.mask_rles))]
+        # pycocotools 2.0.11 with numpy 2 overflows in area() past 255 masks: ask in chunks.
+        areas = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
+        return np.concatenate(areas).astype(np.int64).reshape(self.num_points, MASKS_PER_POINT)
+
+
+def encode_masks(masks: np.ndarray) -> list[bytes]:
+    """COCO-RLE-encodes masks given in Fortran layout.
+
+    Args:
+        masks: `(H, W, n)` uint8, Fortran-contiguous (as pycocotools wants).
+
+    Returns:
+        ``n`` compressed RLE ``counts`` strings.
+    """
+    from pycocotools import mask as mask_utils
+
+    return [r["counts"] for r in mask_utils.encode(np.asfortranarray(masks, dtype=np.uint8))]

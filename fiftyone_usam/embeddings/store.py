@@ -1,0 +1,338 @@
+"""`EmbeddingStore`: SAM mask proposals on disk, keyed by FiftyOne sample id.
+
+Layout::
+
+    <store>/spec.json                 what produced the arrays (see `StoreSpec`)
+    <store>/shards/<n>-<uid>.safetensors
+
+Each shard holds the proposals of a few images as safetensors arrays (no pickle, memory-mapped
+on read) with the sample ids in its header. A shard is written to a temporary file and renamed
+into place, so a killed run leaves only whole shards; the next run sees which samples are done
+and does the rest. Opening a store with a spec other than the one it was built with is an error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fiftyone_usam.config import config_from_dict, config_to_dict
+from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
+from fiftyone_usam.errors import ConfigError, StoreError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_ARRAYS = ("embeddings", "iou_predictions", "stability_scores", "points")
+_TMP = re.compile(r"\.(\d+)\.tmp$")
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What an EmbeddingStore's arrays were computed with; two stores are compatible iff equal.
+
+    Attributes:
+        sam_variant: SAM variant name.
+        checkpoint_sha256: SHA-256 of the SAM weights.
+        points_per_side: prompt grid size; ``d = points_per_side**2``.
+        encoder_input_size: SAM image encoder input size.
+        embedding_dim: length of a mask embedding (4 mask tokens x 256).
+        embedding_dtype: dtype of the stored embeddings.
+        masks_per_point: SAM multimask outputs per point.
+        mask_format: how masks are stored.
+        stability_offset: logit offset of the stability scores.
+        format_version: on-disk layout version.
+    """
+
+    sam_variant: str
+    checkpoint_sha256: str
+    points_per_side: int
+    encoder_input_size: int
+    embedding_dim: int = 1024
+    embedding_dtype: str = "float16"
+    masks_per_point: int = MASKS_PER_POINT
+    mask_format: str = "coco_rle"
+    stability_offset: float = 1.0
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_points(self) -> int:
+        """``d``, prompts (and embeddings) per image."""
+        return self.points_per_side**2
+
+    def describe(self) -> str:
+        """One line for messages."""
+        return (
+            f"SAM {self.sam_variant} (weights {self.checkpoint_sha256[:12]}), "
+            f"{self.points_per_side}x{self.points_per_side} points, "
+            f"input {self.encoder_input_size}, "
+            f"{self.embedding_dim}-d {self.embedding_dtype}, format v{self.format_version}"
+        )
+
+
+class EmbeddingStore:
+    """A directory of mask proposals keyed by sample id. Use `open` or `create` to get one."""
+
+    def __init__(self, path: Path, spec: StoreSpec) -> None:
+        self.path = path
+        self.spec = spec
+        self._index: dict[str, tuple[Path, int]] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, spec: StoreSpec | None = None) -> EmbeddingStore:
+        """Opens an existing store, checking its spec against ``spec`` when given.
+
+        Raises:
+            StoreError: no store at ``path``, an unreadable spec, or a different spec.
+        """
+        path = Path(path).expanduser()
+        spec_file = path / "spec.json"
+        if not spec_file.is_file():
+            raise StoreError(
+                f"no EmbeddingStore at {path} (no spec.json): run `usam embed --store {path}` first"
+            )
+        try:
+            found = config_from_dict(
+                StoreSpec, json.loads(spec_file.read_text()), source=str(spec_file)
+            )
+        except (ValueError, ConfigError) as e:
+            raise StoreError(f"{spec_file} is not a valid store spec: {e}") from None
+        if spec is not None and found != spec:
+            raise StoreError(_mismatch_message(path, found, spec))
+        return cls(path, found)
+
+    @classmethod
+    def create(cls, path: str | Path, spec: StoreSpec) -> EmbeddingStore:
+        """Opens the store at ``path`` if it has the same spec, or creates it if absent.
+
+        Raises:
+            StoreError: a store with another spec is there, or a non-empty non-store directory.
+        """
+        path = Path(path).expanduser()
+        if (path / "spec.json").exists():
+            return cls.open(path, spec)
+        if path.exists() and any(path.iterdir()):
+            raise StoreError(
+                f"{path} exists and is not an EmbeddingStore: choose an empty or new directory"
+            )
+        (path / "shards").mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(path / "spec.json", json.dumps(config_to_dict(spec), indent=2))
+        return cls(path, spec)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def sample_ids(self) -> set[str]:
+        """Ids of the samples stored."""
+        return set(self._get_index())
+
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self._get_index()
+
+    def __len__(self) -> int:
+        return len(self._get_index())
+
+    def get(self, sample_id: str) -> MaskProposals:
+        """The proposals of one sample. Raises KeyError if it is not stored."""
+        shard, row = self._locate(sample_id)
+        return self._read_rows(shard, [row])[0]
+
+    def iter_proposals(self, sample_ids: Iterable[str]) -> Iterator[tuple[str, MaskProposals]]:
+        """Yields ``(sample_id, proposals)`` in order, opening a shard once per run of its ids."""
+        group: list[tuple[str, int]] = []
+        shard: Path | None = None
+        for sample_id in sample_ids:
+            where, row = self._locate(sample_id)
+            if group and where != shard:
+                yield from self._read_group(shard, group)  # type: ignore[arg-type]
+                group = []
+            shard = where
+            group.append((sample_id, row))
+        if group:
+            yield from self._read_group(shard, group)  # type: ignore[arg-type]
+
+    def load_embeddings(self, sample_ids: Iterable[str]) -> np.ndarray:
+        """Stacks the embeddings of many samples, grouped by shard for speed.
+
+        Returns:
+            `(N, d, 1024)` float16, in the order of ``sample_ids``.
+        """
+        from safetensors import safe_open
+
+        ids = list(sample_ids)
+        out = np.empty((len(ids), self.spec.num_points, self.spec.embedding_dim), np.float16)
+        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        for i, sample_id in enumerate(ids):
+            shard, row = self._locate(sample_id)
+            by_shard.setdefault(shard, []).append((i, row))
+        for shard, pairs in by_shard.items():
+            with safe_open(str(shard), framework="np") as f:
+                embeddings = f.get_tensor("embeddings")
+            for i, row in pairs:
+                out[i] = embeddings[row]
+        return out
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write(self, items: Mapping[str, MaskProposals]) -> Path | None:
+        """Writes proposals as one new shard, atomically. Ids already stored are skipped.
+
+        Returns:
+            The shard written, or None when there was nothing new.
+        """
+        from safetensors.numpy import save_file
+
+        new = {k: v for k, v in items.items() if k not in self}
+        if not new:
+            return None
+        for sample_id, proposals in new.items():
+            self._check(sample_id, proposals)
+        arrays = _pack(list(new.values()), self.spec)
+        shards = self.path / "shards"
+        shards.mkdir(parents=True, exist_ok=True)
+        number = len(list(shards.glob("*.safetensors")))
+        target = shards / f"{number:06d}-{uuid.uuid4().hex[:8]}.safetensors"
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        metadata = {"sample_ids": json.dumps(list(new)), "format_version": str(FORMAT_VERSION)}
+        save_file(arrays, str(tmp), metadata=metadata)
+        _fsync_rename(tmp, target)
+        index = self._get_index()
+        index.update({sample_id: (target, row) for row, sample_id in enumerate(new)})
+        return target
+
+    def remove_stale_temp_files(self) -> int:
+        """Deletes temporary shard files left by writers that are no longer running."""
+        removed = 0
+        for tmp in (self.path / "shards").glob("*.tmp"):
+            match = _TMP.search(tmp.name)
+            if match and not _pid_alive(int(match.group(1))):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    # -- internals ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Forgets the cached index so shards written by other processes are seen."""
+        self._index = None
+
+    def _get_index(self) -> dict[str, tuple[Path, int]]:
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
+
+    def _build_index(self) -> dict[str, tuple[Path, int]]:
+        from safetensors import safe_open
+
+        index: dict[str, tuple[Path, int]] = {}
+        for shard in sorted((self.path / "shards").glob("*.safetensors")):
+            try:
+                with safe_open(str(shard), framework="np") as f:
+                    ids = json.loads((f.metadata() or {})["sample_ids"])
+            except Exception as e:  # a shard that is not ours, or damaged on disk
+                raise StoreError(
+                    f"cannot read shard {shard}: {e}. Delete it; the samples it held will be "
+                    "embedded again by the next `usam embed`."
+                ) from None
+            for row, sample_id in enumerate(ids):
+                index.setdefault(sample_id, (shard, row))
+        return index
+
+    def _locate(self, sample_id: str) -> tuple[Path, int]:
+        try:
+            return self._get_index()[sample_id]
+        except KeyError:
+            raise KeyError(
+                f"sample {sample_id} is not in the EmbeddingStore at {self.path}"
+            ) from None
+
+    def _read_group(
+        self, shard: Path, group: list[tuple[str, int]]
+    ) -> Iterator[tuple[str, MaskProposals]]:
+        rows = self._read_rows(shard, [row for _, row in group])
+        yield from zip((sample_id for sample_id, _ in group), rows, strict=True)
+
+    def _read_rows(self, shard: Path, rows: list[int]) -> list[MaskProposals]:
+        """Reads only the given rows (safetensors slices are memory-mapped)."""
+        from safetensors import safe_open
+
+        per_image = self.spec.num_points * self.spec.masks_per_point
+        out = []
+        with safe_open(str(shard), framework="np") as f:
+            slices = {name: f.get_slice(name) for name in (*_ARRAYS, "image_sizes", "rle_offsets")}
+            rle_bytes = f.get_slice("rle_bytes")
+            for row in rows:
+                offsets = slices["rle_offsets"][row * per_image : (row + 1) * per_image + 1]
+                blob = bytes(rle_bytes[int(offsets[0]) : int(offsets[-1])])
+                starts = offsets - offsets[0]
+                rles = tuple(blob[a:b] for a, b in itertools.pairwise(starts))
+                height, width = (int(v) for v in slices["image_sizes"][row : row + 1][0])
+                arrays = {name: np.array(slices[name][row : row + 1][0]) for name in _ARRAYS}
+                out.append(MaskProposals(**arrays, image_size=(height, width), mask_rles=rles))
+        return out
+
+    def _check(self, sample_id: str, proposals: MaskProposals) -> None:
+        shape = (self.spec.num_points, self.spec.embedding_dim)
+        if proposals.embeddings.shape != shape:
+            raise StoreError(
+                f"sample {sample_id}: embeddings of shape {proposals.embeddings.shape} do not fit "
+                f"this store ({shape}); it was built with {self.spec.describe()}"
+            )
+
+
+def _pack(items: list[MaskProposals], spec: StoreSpec) -> dict[str, np.ndarray]:
+    rles = [r for p in items for r in p.mask_rles]
+    offsets = np.zeros(len(rles) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(r) for r in rles])
+    return {
+        "embeddings": np.stack([p.embeddings for p in items]).astype(spec.embedding_dtype),
+        "iou_predictions": np.stack([p.iou_predictions for p in items]).astype(np.float32),
+        "stability_scores": np.stack([p.stability_scores for p in items]).astype(np.float32),
+        "points": np.stack([p.points for p in items]).astype(np.float32),
+        "image_sizes": np.array([p.image_size for p in items], dtype=np.int64),
+        "rle_offsets": offsets,
+        "rle_bytes": np.frombuffer(b"".join(rles), dtype=np.uint8).copy(),
+    }
+
+
+def _mismatch_message(path: Path, found: StoreSpec, wanted: StoreSpec) -> str:
+    found_d, wanted_d = config_to_dict(found), config_to_dict(wanted)
+    diffs = ", ".join(
+        f"{key}: store has {found_d[key]!r}, asked for {wanted_d[key]!r}"
+        for key in found_d
+        if found_d[key] != wanted_d[key]
+    )
+    return (
+        f"the EmbeddingStore at {path} was built with another spec ({diffs}). Use a different "
+        "--store directory for these settings, or delete this one to rebuild it."
+    )
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    _fsync_rename(tmp, path)
+
+
+def _fsync_rename(tmp: Path, target: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,71 @@
+"""Reading images from disk into the HxWx3 uint8 RGB arrays that SAM expects.
+
+Real datasets hold grayscale scans, 16-bit PNGs, RGBA cut-outs and phone photos whose pixels are
+stored sideways with an EXIF orientation tag. Each is turned into what a viewer shows: EXIF
+rotation applied (as the FiftyOne App does), gray replicated to three channels, 16-bit values
+scaled by 255/65535, and transparency composited over white (as a browser shows it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from fiftyone_usam.errors import ImageLoadError
+
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Reads an image file as an RGB array, EXIF orientation applied.
+
+    Args:
+        path: a local image file.
+
+    Returns:
+        `(H, W, 3)` uint8 array, in the orientation a viewer shows.
+
+    Raises:
+        ImageLoadError: the file is missing, is not an image, or is truncated.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now, so truncated files fail here
+            return to_rgb(ImageOps.exif_transpose(image))
+    except FileNotFoundError:
+        raise ImageLoadError(f"image file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"not a readable image (unknown or corrupt format): {path}") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageLoadError(f"cannot decode image {path}: {e}") from None
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Converts a PIL image of any mode to an `(H, W, 3)` uint8 RGB array."""
+    if image.mode in _HIGH_BIT_MODES or image.mode == "F":
+        return _gray_to_rgb(_scale_to_uint8(np.asarray(image)))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Maps 16-bit (or 32-bit integer, or float) gray values onto 0..255."""
+    if values.dtype.kind == "f":
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        scaled = (np.nan_to_num(values, nan=low) - low) / max(high - low, 1e-12) * 255.0
+        return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    values = values.astype(np.int64)
+    # 32-bit integer images from PIL ("I" mode) usually carry 16-bit data; scale by the
+    # range the type can hold unless the values exceed it.
+    top = 65535 if values.size == 0 or values.max() <= 65535 else int(values.max())
+    return np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[..., None], 3, axis=-1)

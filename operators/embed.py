@@ -1,0 +1,97 @@
+"""Operator: compute SAM mask embeddings of a dataset into an EmbeddingStore."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from .progress import progress_callback
+
+_VARIANTS = ["vit_b", "vit_l", "vit_h", "custom"]
+
+
+class EmbedOperator(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="embed",
+            label="U-SAM: compute SAM mask embeddings",
+            description=(
+                "Runs SAM on a grid of point prompts per image and stores each mask's "
+                "embedding, masks and scores, for training a U-SAM head and predicting."
+            ),
+            icon="/assets/icon.svg",
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        inputs.enum(
+            "sam",
+            _VARIANTS,
+            default="vit_b",
+            label="SAM variant",
+            description="vit_h is the most accurate, vit_b the fastest; custom: the variant "
+            "described by <checkpoint-stem>.json beside the checkpoint.",
+        )
+        inputs.str(
+            "checkpoint",
+            label="Checkpoint (optional)",
+            description="SAM weights on the server; a custom build needs a <stem>.json beside "
+            "it. Default: the official checkpoint, found or downloaded.",
+        )
+        inputs.str(
+            "store",
+            label="Store directory (optional)",
+            description="Where the embeddings go; an existing store is resumed. Default: "
+            "<FiftyOne dataset dir>/usam/<dataset>/embeddings-<variant>-p<points>.",
+        )
+        tags = sorted(ctx.dataset.count_sample_tags()) if ctx.dataset else []
+        if tags:
+            inputs.enum("view_tag", tags, label="Only samples with tag (optional)")
+        inputs.int(
+            "points_per_side",
+            default=10,
+            min=1,
+            label="Points per side",
+            description="d = points_per_side^2 masks per image (100 in the paper).",
+        )
+        inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
+        inputs.int("batch_size", default=4, min=1, label="Batch size")
+        return types.Property(inputs, view=types.View(label="U-SAM: compute SAM mask embeddings"))
+
+    def execute(self, ctx):
+        from fiftyone_usam import embed
+
+        params = ctx.params
+        report = embed(
+            ctx.target_view(),
+            store=params.get("store") or None,
+            sam=_variant(params.get("sam")),
+            checkpoint=params.get("checkpoint") or None,
+            view_tag=params.get("view_tag") or None,
+            points_per_side=int(params.get("points_per_side") or 10),
+            device=params.get("device") or None,
+            batch_size=int(params.get("batch_size") or 4),
+            progress=progress_callback(ctx, "images"),
+        )
+        ctx.ops.reload_dataset()
+        return {
+            "summary": report.summary(),
+            "store": str(report.store),
+            "embedded": report.embedded,
+            "already_done": report.already_done,
+            "failed": report.failed,
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Result")
+        outputs.str("store", label="Store")
+        return types.Property(outputs)
+
+
+def _variant(choice):
+    """The form's choice as the library's ``sam``: None lets the checkpoint's config decide."""
+    return None if choice in (None, "", "custom") else choice

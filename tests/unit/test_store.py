@@ -1,0 +1,128 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fiftyone_usam.embeddings.proposals import MaskProposals, encode_masks
+from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
+from fiftyone_usam.errors import StoreError
+
+SPEC = StoreSpec(
+    sam_variant="tiny", checkpoint_sha256="ab" * 32, points_per_side=2, encoder_input_size=256
+)
+
+
+def fake_proposals(seed: int, h: int = 6, w: int = 5) -> MaskProposals:
+    rng = np.random.default_rng(seed)
+    masks = rng.random((h, w, 12)) > 0.5
+    return MaskProposals(
+        embeddings=rng.standard_normal((4, 1024)).astype(np.float16),
+        iou_predictions=rng.random((4, 3), dtype=np.float32),
+        stability_scores=rng.random((4, 3), dtype=np.float32),
+        points=rng.random((4, 2), dtype=np.float32) * 5,
+        image_size=(h, w),
+        mask_rles=tuple(encode_masks(np.asfortranarray(masks.astype(np.uint8)))),
+    )
+
+
+def assert_same(a: MaskProposals, b: MaskProposals) -> None:
+    for name in ("embeddings", "iou_predictions", "stability_scores", "points"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert a.image_size == b.image_size and a.mask_rles == b.mask_rles
+
+
+def test_round_trip(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "s", SPEC)
+    items = {f"id{i}": fake_proposals(i, h=6 + i) for i in range(5)}
+    store.write(dict(list(items.items())[:2]))
+    store.write(dict(list(items.items())[2:]))
+    reopened = EmbeddingStore.open(tmp_path / "s", SPEC)
+    assert reopened.sample_ids() == set(items) and len(reopened) == 5 and "id3" in reopened
+    for sample_id, proposals in items.items():
+        assert_same(reopened.get(sample_id), proposals)
+    order = ["id4", "id0", "id3", "id2"]
+    got = list(reopened.iter_proposals(order))
+    assert [k for k, _ in got] == order
+    for k, p in got:
+        assert_same(p, items[k])
+    stacked = reopened.load_embeddings(order)
+    assert stacked.shape == (4, 4, 1024) and stacked.dtype == np.float16
+    for row, k in enumerate(order):
+        np.testing.assert_array_equal(stacked[row], items[k].embeddings)
+    decoded = reopened.get("id1").decode_masks()
+    assert decoded.shape == (4, 3, 7, 5)
+
+
+def test_spec_file_is_readable_json(tmp_path):
+    EmbeddingStore.create(tmp_path / "s", SPEC)
+    spec = json.loads((tmp_path / "s" / "spec.json").read_text())
+    assert spec["sam_variant"] == "tiny" and spec["points_per_side"] == 2
+    assert spec["embedding_dim"] == 1024 and spec["embedding_dtype"] == "float16"
+    assert spec["format_version"] == 1
+
+
+def test_stored_ids_are_not_written_again(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "s", SPEC)
+    store.write({"a": fake_proposals(0)})
+    assert store.write({"a": fake_proposals(1)}) is None
+    assert_same(store.get("a"), fake_proposals(0))
+    assert len(list((tmp_path / "s" / "shards").iterdir())) == 1
+
+
+def test_other_spec_is_refused_with_the_differences(tmp_path):
+    EmbeddingStore.create(tmp_path / "s", SPEC)
+    other = StoreSpec("vit_h", "cd" * 32, 10, 1024)
+    with pytest.raises(
+        StoreError,
+        match=r"sam_variant: store has 'tiny', asked for 'vit_h'.*"
+        r"points_per_side: store has 2, asked for 10.*different --store",
+    ):
+        EmbeddingStore.create(tmp_path / "s", other)
+    with pytest.raises(StoreError, match=r"another spec"):
+        EmbeddingStore.open(tmp_path / "s", other)
+
+
+def test_missing_and_foreign_directories(tmp_path):
+    with pytest.raises(StoreError, match=r"no EmbeddingStore at .*usam embed --store"):
+        EmbeddingStore.open(tmp_path / "nothing")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file.txt").write_text("x")
+    with pytest.raises(StoreError, match=r"not an EmbeddingStore"):
+        EmbeddingStore.create(tmp_path / "busy", SPEC)
+
+
+def test_embeddings_of_the_wrong_shape_are_refused(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "s", StoreSpec("tiny", "ab" * 32, 3, 256))
+    with pytest.raises(
+        StoreError, match=r"shape \(4, 1024\) do not fit this store \(\(9, 1024\)\)"
+    ):
+        store.write({"a": fake_proposals(0)})
+
+
+def test_unknown_sample_is_a_key_error(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "s", SPEC)
+    with pytest.raises(KeyError, match=r"not in the EmbeddingStore"):
+        store.get("nope")
+
+
+def test_leftovers_of_a_killed_writer(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "s", SPEC)
+    store.write({"a": fake_proposals(0)})
+    shards = tmp_path / "s" / "shards"
+    dead = shards / "000001-deadbeef.safetensors.999999999.tmp"  # no such process
+    alive = shards / f"000001-cafecafe.safetensors.{os.getpid()}.tmp"
+    dead.write_bytes(b"half a shard")
+    alive.write_bytes(b"being written")
+    reopened = EmbeddingStore.open(tmp_path / "s")
+    assert reopened.sample_ids() == {"a"}  # temporary files are never read
+    assert reopened.remove_stale_temp_files() == 1
+    assert not dead.exists() and alive.exists()
+
+
+def test_damaged_shard_is_explained(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "s", SPEC)
+    shard = store.write({"a": fake_proposals(0)})
+    shard.write_bytes(shard.read_bytes()[:50])
+    with pytest.raises(StoreError, match=r"cannot read shard .*Delete it"):
+        len(EmbeddingStore.open(tmp_path / "s"))
