@@ -24,6 +24,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 _STATE: dict[str, object] = {}
 
+# Fixtures of larger subsystems live in tests/fixtures/<topic>.py, one module each.
+pytest_plugins = [
+    f"tests.fixtures.{p.stem}"
+    for p in sorted((Path(__file__).parent / "fixtures").glob("*.py"))
+    if not p.name.startswith("_")
+]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     root = Path(tempfile.mkdtemp(prefix="usam-tests-"))
