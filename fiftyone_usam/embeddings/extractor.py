@@ -32,7 +32,8 @@ class MaskEmbeddingExtractor:
     Args:
         sam: a `LoadedSam`, a built ``segment_anything`` Sam, or a variant name for `load_sam`.
         points_per_side: grid size; ``d = points_per_side**2`` prompts per image.
-        device: torch device (default: CUDA if available, else CPU).
+        device: torch device. Default: where a built model already is; CUDA if available (else
+            the CPU) for one loaded here.
         batch_size: images per image-encoder call.
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
         stability_offset: logit offset of the stability score (SAM's default 1.0).

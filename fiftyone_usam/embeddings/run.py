@@ -92,7 +92,8 @@ def embed(
         checkpoint: SAM weights; default: the official checkpoint, found or downloaded.
         view_tag: only the samples with this tag.
         points_per_side: prompt grid size (``d = points_per_side**2``, 100 in the paper).
-        device: torch device (default: CUDA if available, else CPU).
+        device: torch device. Default: CUDA if available, else the CPU (a built model passed as
+            ``sam`` stays where it is).
         batch_size: images per image-encoder call.
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
         shard_size: images per store shard; a killed run loses at most one unflushed shard.

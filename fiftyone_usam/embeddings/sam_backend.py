@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -114,20 +114,22 @@ def load_sam(
             ``checkpoint`` if any, else ``vit_b``.
         checkpoint: the weights (``.pth`` state dict or ``.safetensors``); by default the
             official checkpoint is found in the cache or FiftyOne's zoo, or downloaded.
-        device: where to put the model (default: CUDA if available, else CPU).
+        device: where to put the model. Default: a built model stays where it is; one loaded
+            from a checkpoint goes to CUDA if available, else the CPU.
         cache_dir: cache root for downloaded checkpoints.
         download: allow downloading the official checkpoint.
 
     Raises:
         UnknownVariantError, CheckpointError, ConfigError: with what to do about it.
     """
-    target = resolve_device(device)
     if isinstance(sam, LoadedSam):
-        return LoadedSam(sam.model.to(target).eval(), sam.variant, sam.checkpoint_sha256)
+        model = sam.model if device is None else sam.model.to(resolve_device(device))
+        return LoadedSam(model.eval(), sam.variant, sam.checkpoint_sha256)
     if _is_module(sam):
-        model = sam.to(target).eval()  # type: ignore[union-attr]
+        model = (sam if device is None else sam.to(resolve_device(device))).eval()
         _check_decoder(model)
         return LoadedSam(model, _guess_variant_name(model), "state:" + weights_sha256(model))
+    target = resolve_device(device)
     variant = resolve_variant(sam, checkpoint)
     path = resolve_checkpoint(variant, checkpoint, cache_dir=cache_dir, download=download)
     model = build_sam(variant)
@@ -181,7 +183,7 @@ def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> to
     return calculate_stability_score(logits, threshold, offset)
 
 
-def _is_module(obj: Any) -> bool:
+def _is_module(obj: Any) -> TypeGuard[torch.nn.Module]:
     import torch
 
     return isinstance(obj, torch.nn.Module)
