@@ -17,7 +17,8 @@ import numpy as np
 from fiftyone_usam.devices import Precision, resolve_dtype
 from fiftyone_usam.embeddings import sam_backend
 from fiftyone_usam.embeddings.prompts import grid_points_for_image
-from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals, encode_masks
+from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
+from fiftyone_usam.masks import encode_masks
 
 if TYPE_CHECKING:
     import torch

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fiftyone_usam.masks import decode_rles, rle_areas
+
 MASKS_PER_POINT = 3  # SAM's multimask output: roughly whole, part, sub-part
 
 
@@ -61,38 +63,13 @@ class MaskProposals:
         Returns:
             `(d, 3, H, W)` bool when ``indices`` is None, else `(n, H, W)` bool.
         """
-        from pycocotools import mask as mask_utils
-
         flat = range(len(self.mask_rles)) if indices is None else [int(i) for i in indices]
-        h, w = self.image_size
-        if len(flat) == 0:
-            masks = np.zeros((0, h, w), dtype=bool)
-        else:
-            decoded = mask_utils.decode([self.rle(i) for i in flat])  # (H, W, n) Fortran
-            masks = decoded.transpose(2, 0, 1).astype(bool)
+        masks = decode_rles([self.rle(i) for i in flat], self.image_size)
         if indices is None:
-            return masks.reshape(self.num_points, MASKS_PER_POINT, h, w)
+            return masks.reshape(self.num_points, MASKS_PER_POINT, *self.image_size)
         return masks
 
     def mask_areas(self) -> np.ndarray:
         """`(d, 3)` int64 pixel count of every mask, computed from the RLE."""
-        from pycocotools import mask as mask_utils
-
-        rles = [self.rle(i) for i in range(len(self.mask_rles))]
-        # pycocotools 2.0.11 with numpy 2 overflows in area() past 255 masks: ask in chunks.
-        areas = [mask_utils.area(rles[i : i + 255]) for i in range(0, len(rles), 255)]
-        return np.concatenate(areas).astype(np.int64).reshape(self.num_points, MASKS_PER_POINT)
-
-
-def encode_masks(masks: np.ndarray) -> list[bytes]:
-    """COCO-RLE-encodes masks given in Fortran layout.
-
-    Args:
-        masks: `(H, W, n)` uint8, Fortran-contiguous (as pycocotools wants).
-
-    Returns:
-        ``n`` compressed RLE ``counts`` strings.
-    """
-    from pycocotools import mask as mask_utils
-
-    return [r["counts"] for r in mask_utils.encode(np.asfortranarray(masks, dtype=np.uint8))]
+        areas = rle_areas([self.rle(i) for i in range(len(self.mask_rles))])
+        return areas.reshape(self.num_points, MASKS_PER_POINT)

@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from fiftyone_usam.embeddings.proposals import MaskProposals, encode_masks
+from fiftyone_usam.embeddings.proposals import MaskProposals
+from fiftyone_usam.masks import encode_masks
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import StoreError
 

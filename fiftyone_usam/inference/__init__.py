@@ -1,0 +1,1 @@
+"""From mask embeddings to labelled masks: the predictor and its pure post-processing."""
