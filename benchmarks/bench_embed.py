@@ -63,7 +63,10 @@ def compare(args: argparse.Namespace) -> None:
     from segment_anything import SamAutomaticMaskGenerator
 
     extractor = MaskEmbeddingExtractor(
-        sam, points_per_side=args.points_per_side, device=device, batch_size=args.batch_size,
+        sam,
+        points_per_side=args.points_per_side,
+        device=device,
+        batch_size=args.batch_size,
         precision=args.precision,
     )
     default_amg = SamAutomaticMaskGenerator(sam, points_per_side=args.points_per_side)
@@ -75,14 +78,25 @@ def compare(args: argparse.Namespace) -> None:
         return lambda batch: [generator.generate(image) for image in batch]
 
     rows = [
-        ("MaskEmbeddingExtractor (ours)", time_per_image(extractor.extract, images, device, args.repeats)),
-        ("SamAutomaticMaskGenerator, defaults", time_per_image(amg(default_amg), images, device, args.repeats)),
-        ("SamAutomaticMaskGenerator, keep all masks", time_per_image(amg(keep_all_amg), images, device, args.repeats)),
+        (
+            "MaskEmbeddingExtractor (ours)",
+            time_per_image(extractor.extract, images, device, args.repeats),
+        ),
+        (
+            "SamAutomaticMaskGenerator, defaults",
+            time_per_image(amg(default_amg), images, device, args.repeats),
+        ),
+        (
+            "SamAutomaticMaskGenerator, keep all masks",
+            time_per_image(amg(keep_all_amg), images, device, args.repeats),
+        ),
     ]
     ours = rows[0][1]
-    print(f"SAM {variant.name} (random weights), input {variant.image_size}, {args.images} images "
-          f"of {width}x{height}, {args.points_per_side**2} points, device {device}, "
-          f"{torch.get_num_threads()} threads, precision {args.precision}")
+    print(
+        f"SAM {variant.name} (random weights), input {variant.image_size}, {args.images} images "
+        f"of {width}x{height}, {args.points_per_side**2} points, device {device}, "
+        f"{torch.get_num_threads()} threads, precision {args.precision}"
+    )
     print(f"{'method':44s} {'s/image':>9s} {'ratio to ours':>14s}")
     for name, seconds in rows:
         print(f"{name:44s} {seconds:9.3f} {seconds / ours:13.2f}x")
@@ -96,7 +110,9 @@ def gpu_throughput(args: argparse.Namespace) -> None:
     for name in ("vit_b", "vit_h"):
         torch.manual_seed(0)
         sam = build_sam(OFFICIAL_VARIANTS[name]).cuda()
-        extractor = MaskEmbeddingExtractor(sam, device="cuda", batch_size=args.batch_size, precision="bf16")
+        extractor = MaskEmbeddingExtractor(
+            sam, device="cuda", batch_size=args.batch_size, precision="bf16"
+        )
         seconds = time_per_image(extractor.extract, images, torch.device("cuda"), args.repeats)
         print(f"{name:8s} {'bf16':9s} {args.batch_size:5d} {1 / seconds:9.2f}")
         del sam, extractor
@@ -104,7 +120,9 @@ def gpu_throughput(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variant", default="tiny", choices=["tiny", *OFFICIAL_VARIANTS])
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--size", default="120x160", help="HxW of the test images")
@@ -113,8 +131,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--gpu-throughput", action="store_true",
-                        help="images/s of our extractor for vit_b and vit_h at 1024 input, bf16")
+    parser.add_argument(
+        "--gpu-throughput",
+        action="store_true",
+        help="images/s of our extractor for vit_b and vit_h at 1024 input, bf16",
+    )
     args = parser.parse_args()
     if args.gpu_throughput:
         gpu_throughput(args)

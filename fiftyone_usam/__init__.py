@@ -25,6 +25,20 @@ _EXPORTS = {
     "find_store": "fiftyone_usam.fiftyone_io.datasets",
     "load_rgb": "fiftyone_usam.images",
     "USAMError": "fiftyone_usam.errors",
+    "Ontology": "fiftyone_usam.ontology",
+    "load_ontology": "fiftyone_usam.ontology",
+    "generate": "fiftyone_usam.sources.synthetic",
+    "GenerateReport": "fiftyone_usam.sources.synthetic",
+    "crawl": "fiftyone_usam.sources.crawled",
+    "CrawlReport": "fiftyone_usam.sources.crawled",
+    "stored_ontology": "fiftyone_usam.sources.training_dataset",
+    "train_head": "fiftyone_usam.head.run",
+    "TrainReport": "fiftyone_usam.head.run",
+    "fit_head": "fiftyone_usam.head.train",
+    "TrainConfig": "fiftyone_usam.head.train",
+    "HeadConfig": "fiftyone_usam.head.model",
+    "Head": "fiftyone_usam.head.classifier",
+    "load_head": "fiftyone_usam.head.checkpoint",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -50,7 +64,21 @@ if TYPE_CHECKING:
     )
     from fiftyone_usam.errors import USAMError as USAMError
     from fiftyone_usam.fiftyone_io.datasets import find_store as find_store
+    from fiftyone_usam.head.checkpoint import load_head as load_head
+    from fiftyone_usam.head.classifier import Head as Head
+    from fiftyone_usam.head.model import HeadConfig as HeadConfig
+    from fiftyone_usam.head.run import TrainReport as TrainReport
+    from fiftyone_usam.head.run import train_head as train_head
+    from fiftyone_usam.head.train import TrainConfig as TrainConfig
+    from fiftyone_usam.head.train import fit_head as fit_head
     from fiftyone_usam.images import load_rgb as load_rgb
+    from fiftyone_usam.ontology import Ontology as Ontology
+    from fiftyone_usam.ontology import load_ontology as load_ontology
+    from fiftyone_usam.sources.crawled import CrawlReport as CrawlReport
+    from fiftyone_usam.sources.crawled import crawl as crawl
+    from fiftyone_usam.sources.synthetic import GenerateReport as GenerateReport
+    from fiftyone_usam.sources.synthetic import generate as generate
+    from fiftyone_usam.sources.training_dataset import stored_ontology as stored_ontology
 
 
 def __getattr__(name: str) -> Any:

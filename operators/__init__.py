@@ -4,9 +4,15 @@ FiftyOne imports this module whenever it builds its operator registry, so nothin
 imported here; the library is imported inside ``execute``.
 """
 
+from .crawl import CrawlOperator
 from .embed import EmbedOperator
+from .generate import GenerateOperator
+from .train import TrainOperator
 
 
 def register(p):
     """Registers the plugin's operators (every one must also be listed in fiftyone.yml)."""
+    p.register(GenerateOperator)
+    p.register(CrawlOperator)
     p.register(EmbedOperator)
+    p.register(TrainOperator)

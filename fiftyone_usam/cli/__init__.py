@@ -11,12 +11,18 @@ from typing import Any
 import click
 
 from fiftyone_usam import __version__
+from fiftyone_usam.cli.crawl import crawl_command
 from fiftyone_usam.cli.embed import embed_command
+from fiftyone_usam.cli.generate import generate_command
+from fiftyone_usam.cli.train import train_command
 from fiftyone_usam.errors import USAMError
 
 
 class _Group(click.Group):
     """Turns library errors into clean CLI errors (no traceback, non-zero exit)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in pipeline order, not alphabetical
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -31,7 +37,11 @@ class _Group(click.Group):
 def main(verbose: int) -> None:
     """U-SAM for FiftyOne: SAM as a semantic segmenter for the classes you name.
 
-    The stages, in order: embed (SAM mask embeddings of a dataset into a store).
+    \b
+    The stages, in order:
+      generate | crawl   training images of each class (Stable Diffusion | the web)
+      embed              SAM mask embeddings of a dataset into a store
+      train              the semantic head, from the training images' labels
     Run `usam COMMAND --help` for each command's options.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -39,4 +49,5 @@ def main(verbose: int) -> None:
     logging.getLogger("fiftyone_usam").setLevel(level)
 
 
-main.add_command(embed_command)
+for command in (generate_command, crawl_command, embed_command, train_command):
+    main.add_command(command)

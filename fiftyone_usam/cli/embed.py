@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-_MAX_FAILURES_SHOWN = 20
+from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_option
 
 
 @click.command("embed")
 @click.option("--dataset", required=True, help="FiftyOne dataset name (must be persistent).")
-@click.option("--view-tag", default=None, help="Only the samples with this tag.")
+@view_tag_option
 @click.option(
     "--sam",
     default=None,
@@ -38,11 +38,7 @@ _MAX_FAILURES_SHOWN = 20
     show_default=True,
     help="Point-prompt grid size; d = points_per_side^2 masks per image.",
 )
-@click.option(
-    "--device",
-    default=None,
-    help="torch device, e.g. cpu, cuda, cuda:1. Default: cuda if available, else cpu.",
-)
+@device_option
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -107,9 +103,4 @@ def embed_command(
         progress=True,
     )
     click.echo(report.summary())
-    if report.failed:
-        click.echo(f"{len(report.failed)} sample(s) could not be embedded:", err=True)
-        for sample_id, reason in list(report.failed.items())[:_MAX_FAILURES_SHOWN]:
-            click.echo(f"  {sample_id}: {reason}", err=True)
-        if len(report.failed) > _MAX_FAILURES_SHOWN:
-            click.echo(f"  ... and {len(report.failed) - _MAX_FAILURES_SHOWN} more", err=True)
+    echo_problems("sample(s) could not be embedded", report.failed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +24,13 @@ from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import ImageLoadError
 from fiftyone_usam.fiftyone_io.datasets import default_store_path, record_store, resolve_view
 from fiftyone_usam.images import load_rgb
+from fiftyone_usam.progress import Progress, ProgressCallback
 
 if TYPE_CHECKING:
     import fiftyone as fo
     import torch
 
 logger = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -120,9 +119,8 @@ def embed(
     extractor = MaskEmbeddingExtractor(
         loaded, points_per_side=points_per_side, batch_size=batch_size, precision=precision
     )
-    callback, bar = _progress(progress, len(todo))
+    bar = Progress(progress, len(todo), "embed")
     pending: dict[str, MaskProposals] = {}
-    done = 0
     try:
         for batch in _read_ahead(todo, batch_size, num_workers):
             images = _keep_readable(batch, report.failed)
@@ -130,10 +128,7 @@ def embed(
             pending.update(_extract(extractor, images, report.failed, nothing_done_yet))
             if len(pending) >= shard_size:
                 report.embedded += _flush(target, pending)
-            done += len(batch)
             bar.update(len(batch))
-            if callback is not None:
-                callback(done, len(todo))
     finally:
         report.embedded += _flush(target, pending)  # keep finished work, even on interrupt
         bar.close()
@@ -226,27 +221,3 @@ def _flush(store: EmbeddingStore, pending: dict[str, MaskProposals]) -> int:
     store.write(pending)
     pending.clear()
     return count
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(
-    progress: bool | ProgressCallback | None, total: int
-) -> tuple[ProgressCallback | None, Any]:
-    if callable(progress):
-        return progress, _NoBar()
-    if progress is None:
-        import fiftyone as fo
-
-        progress = bool(fo.config.show_progress_bars)
-    if not progress:
-        return None, _NoBar()
-    from tqdm.auto import tqdm
-
-    return None, tqdm(total=total, unit="img", desc="embed")

@@ -71,21 +71,23 @@ def root_dataset(collection: fo.Dataset | fo.DatasetView) -> fo.Dataset:
     return fo.load_dataset(collection.dataset_name)
 
 
+def record_entry(collection: fo.Dataset | fo.DatasetView, key: str, entry: dict[str, Any]) -> None:
+    """Adds ``entry`` to the list ``dataset.info[key]``, replacing one with the same ``path``.
+
+    The entry is stamped with ``updated_at`` (UTC); the newest entry is last.
+    """
+    dataset = root_dataset(collection)
+    entries = [e for e in dataset.info.get(key, []) if e.get("path") != entry.get("path")]
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    entries.append({**entry, "updated_at": stamp})
+    dataset.info[key] = entries
+    dataset.save()
+
+
 def record_store(collection: fo.Dataset | fo.DatasetView, store: EmbeddingStore) -> None:
     """Records a store's location and spec in ``dataset.info`` so later stages find it."""
-    dataset = root_dataset(collection)
-    entries = [e for e in dataset.info.get(STORES_KEY, []) if e.get("path") != str(store.path)]
-    entries.append(
-        {
-            "path": str(Path(store.path).resolve()),
-            "spec": config_to_dict(store.spec),
-            "updated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"
-            ),
-        }
-    )
-    dataset.info[STORES_KEY] = entries
-    dataset.save()
+    entry = {"path": str(Path(store.path).resolve()), "spec": config_to_dict(store.spec)}
+    record_entry(collection, STORES_KEY, entry)
 
 
 def recorded_stores(dataset: fo.Dataset | fo.DatasetView) -> list[dict[str, Any]]:

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from fiftyone_usam.embeddings.proposals import MaskProposals
-from fiftyone_usam.masks import encode_masks
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import StoreError
+from fiftyone_usam.masks import encode_masks
 
 SPEC = StoreSpec(
     sam_variant="tiny", checkpoint_sha256="ab" * 32, points_per_side=2, encoder_input_size=256

@@ -1,0 +1,246 @@
+"""Head checkpoints: a directory with safetensors weights and JSON metadata. Never a pickle.
+
+Layout::
+
+    <checkpoint>/head.safetensors    the MaskClassifier's state (weights + input statistics)
+    <checkpoint>/head.json           classes, background convention, threshold, head and training
+                                     configs, the EmbeddingStore spec, metrics, provenance, and
+                                     the SHA-256 of head.safetensors
+
+A checkpoint is written whole into a hidden temporary directory beside its target and renamed
+into place, so an interrupted run leaves either the previous checkpoint or none, never a mix;
+the recorded SHA-256 catches weights that do not belong to their metadata.
+
+`train_head` writes ``<out>/teacher`` and ``<out>/student``; `load_head(out)` takes the student
+when there is one, else the teacher.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fiftyone_usam import __version__
+from fiftyone_usam.config import config_from_dict, config_to_dict
+from fiftyone_usam.errors import CheckpointError, ConfigError
+from fiftyone_usam.head.classifier import BACKGROUND, BACKGROUND_CONVENTION, Head
+from fiftyone_usam.head.model import HeadConfig, MaskClassifier
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS = "head.safetensors"
+METADATA = "head.json"
+FORMAT = "usam-head"
+FORMAT_VERSION = 1
+STAGES = ("student", "teacher")  # the order load_head looks for them in an --out directory
+
+
+def save_head(head: Head, path: str | Path) -> Path:
+    """Writes ``head`` as the checkpoint directory ``path``, atomically, replacing an older one.
+
+    Raises:
+        CheckpointError: ``path`` exists and is neither a head checkpoint nor an empty directory.
+    """
+    from safetensors.torch import save_file
+
+    target = Path(path).expanduser()
+    _refuse_foreign(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in head.model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        metadata = _metadata(head, _sha256(tmp / WEIGHTS))
+        (tmp / METADATA).write_text(json.dumps(metadata, indent=2))
+        for name in (WEIGHTS, METADATA):
+            _fsync(tmp / name)
+        _swap_into_place(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_head(path: str | Path, *, device: str | torch.device | None = None) -> Head:
+    """Reads a head checkpoint (no unpickling).
+
+    Args:
+        path: a checkpoint directory, its ``head.json``, or a training ``--out`` directory (its
+            ``student``, else its ``teacher``).
+        device: where to put the model; default the CPU.
+
+    Raises:
+        CheckpointError: nothing there, a half-written or tampered checkpoint, a format this
+            version does not read, or weights that do not fit the recorded config.
+    """
+    from safetensors.torch import load_file
+
+    folder = find_checkpoint(path)
+    metadata = _read_metadata(folder)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{folder} has {METADATA} but no {WEIGHTS}: train the head again")
+    if _sha256(weights) != metadata.get("weights_sha256"):
+        raise CheckpointError(
+            f"{weights} does not match its {METADATA} (SHA-256 differs): the checkpoint was "
+            "modified or damaged; train the head again"
+        )
+    head = _head_from(metadata, folder)
+    try:
+        head.model.load_state_dict(load_file(str(weights)), strict=True)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} does not fit its recorded head config: {e}") from None
+    return head.to(device or "cpu")
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory ``path`` names (see `load_head`).
+
+    Raises:
+        CheckpointError: no checkpoint there, with what to do.
+    """
+    folder = Path(path).expanduser()
+    if folder.name == METADATA or folder.name == WEIGHTS:
+        folder = folder.parent
+    if (folder / METADATA).is_file():
+        return folder
+    for stage in STAGES:
+        if (folder / stage / METADATA).is_file():
+            return folder / stage
+        if any(folder.glob(f".{stage}.*")):
+            logger.warning("%s: an interrupted write left no %s checkpoint", folder, stage)
+    hint = (
+        " (an interrupted write leaves only hidden .tmp directories: train again)"
+        if folder.is_dir()
+        else ""
+    )
+    raise CheckpointError(
+        f"no U-SAM head checkpoint at {folder}{hint}: train one with `usam train --out {folder}`"
+    )
+
+
+def _metadata(head: Head, weights_sha256: str) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "stage": head.stage,
+        "classes": list(head.classes),
+        "background": {
+            "convention": BACKGROUND_CONVENTION,
+            "label_id": 0,
+            "name": BACKGROUND,
+            "description": "C outputs, one per class; a mask whose best class probability is "
+            "below the threshold is background (label id 0); class i has label id i + 1",
+        },
+        "threshold": head.threshold,
+        **head.config_dict(),
+        "store_spec": config_to_dict(head.store_spec) if head.store_spec else None,
+        "metrics": _jsonable(head.metrics),
+        "provenance": _jsonable(head.provenance),
+        "weights_sha256": weights_sha256,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "fiftyone_usam_version": __version__,
+    }
+
+
+def _read_metadata(folder: Path) -> dict[str, Any]:
+    file = folder / METADATA
+    try:
+        metadata = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {file}: {e}; train the head again") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a U-SAM head checkpoint")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has format version {metadata.get('format_version')}; this fiftyone-usam "
+            f"({__version__}) reads version {FORMAT_VERSION}: retrain the head or upgrade"
+        )
+    return metadata
+
+
+def _head_from(metadata: dict[str, Any], folder: Path) -> Head:
+    from fiftyone_usam.embeddings.store import StoreSpec
+    from fiftyone_usam.head.train import TrainConfig
+
+    source = str(folder / METADATA)
+    try:
+        classes = [str(c) for c in metadata["classes"]]
+        head_config = config_from_dict(HeadConfig, metadata["head_config"], source=source)
+        train = metadata.get("train_config")
+        spec = metadata.get("store_spec")
+        return Head(
+            MaskClassifier(len(classes), head_config),
+            classes,
+            threshold=float(metadata["threshold"]),
+            stage=str(metadata.get("stage", "student")),
+            train_config=config_from_dict(TrainConfig, train, source=source) if train else None,
+            store_spec=config_from_dict(StoreSpec, spec, source=source) if spec else None,
+            metrics=metadata.get("metrics") or {},
+            provenance=metadata.get("provenance") or {},
+        )
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{source} is not a valid head description: {e}") from None
+
+
+def _refuse_foreign(target: Path) -> None:
+    """Never replace a directory that is not a head checkpoint (it may be the user's)."""
+    if target.is_file() or (
+        target.is_dir() and any(target.iterdir()) and not (target / METADATA).is_file()
+    ):
+        raise CheckpointError(
+            f"{target} exists and is not a U-SAM head checkpoint: choose a new or empty directory"
+        )
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Renames ``tmp`` to ``target``; an old ``target`` is moved aside first, then deleted."""
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _jsonable(value: Any) -> Any:
+    """Metrics and provenance as JSON (NaN becomes null, paths strings)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

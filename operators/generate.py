@@ -1,0 +1,126 @@
+"""Operator: generate training images of each class with a text-to-image diffusion model."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from .progress import progress_callback
+
+# Mirrors fiftyone_usam.sources.pipelines (not imported here: the plugin entry stays light).
+_DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+_SCHEDULERS = ["default", "pndm", "ddim", "dpm++", "euler", "euler-ancestral", "lms", "unipc"]
+_PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
+
+
+class GenerateOperator(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="generate",
+            label="U-SAM: generate training images",
+            description=(
+                "Makes training images of each class you name with Stable Diffusion (or any "
+                "diffusers text-to-image model) into a labelled dataset; resumable."
+            ),
+            icon="/assets/icon.svg",
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.str(
+            "classes",
+            required=True,
+            label="Classes",
+            description='Comma-separated ("person,dog,potted plant") or an ontology YAML file '
+            "on the server.",
+        )
+        inputs.str(
+            "dataset",
+            required=True,
+            default="usam-synthetic",
+            label="Dataset",
+            description="Created if absent; an existing one must hold the same classes.",
+        )
+        inputs.int("per_class", default=200, min=0, label="Images per class")
+        inputs.str(
+            "model",
+            default=_DEFAULT_MODEL,
+            label="Model",
+            description="Hugging Face Hub id, or a pipeline directory on the server.",
+        )
+        inputs.str(
+            "prompt",
+            default="a photo of a {}",
+            label="Prompt",
+            description="{} is the class name (classes with their own prompts keep them).",
+        )
+        inputs.str("negative_prompt", label="Negative prompt (optional)")
+        inputs.int("steps", default=50, min=1, label="Denoising steps")
+        inputs.float("guidance", default=7.5, label="Guidance scale")
+        inputs.enum("scheduler", _SCHEDULERS, default="default", label="Scheduler")
+        inputs.int("height", min=8, label="Height (optional)", description="Multiple of 8.")
+        inputs.int("width", min=8, label="Width (optional)", description="Multiple of 8.")
+        inputs.int("batch_size", default=4, min=1, label="Batch size")
+        inputs.int("seed", default=0, label="Seed")
+        inputs.str("images_dir", label="Images directory (optional)")
+        inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
+        inputs.enum("precision", _PRECISIONS, default="auto", label="Precision")
+        inputs.bool("attention_slicing", default=False, label="Attention slicing")
+        inputs.bool("cpu_offload", default=False, label="CPU offload (needs accelerate)")
+        return types.Property(inputs, view=types.View(label="U-SAM: generate training images"))
+
+    def execute(self, ctx):
+        from fiftyone_usam.sources.synthetic import generate
+
+        params = ctx.params
+        report = generate(
+            params["classes"],
+            dataset=params["dataset"],
+            per_class=int_param(params, "per_class", 200),
+            model=params.get("model") or _DEFAULT_MODEL,
+            prompt=params.get("prompt") or None,
+            negative_prompt=params.get("negative_prompt") or None,
+            steps=int_param(params, "steps", 50),
+            guidance=float(params.get("guidance", 7.5)),
+            scheduler=params.get("scheduler") or "default",
+            height=params.get("height") or None,
+            width=params.get("width") or None,
+            batch_size=int_param(params, "batch_size", 4),
+            seed=int_param(params, "seed", 0),
+            images_dir=params.get("images_dir") or None,
+            device=params.get("device") or None,
+            precision=params.get("precision") or "auto",
+            attention_slicing=bool(params.get("attention_slicing")),
+            cpu_offload=bool(params.get("cpu_offload")),
+            progress=progress_callback(ctx, "images"),
+        )
+        show_dataset(ctx, report.dataset)
+        return {
+            "summary": report.summary(),
+            "dataset": report.dataset,
+            "generated": report.generated,
+            "already_done": report.already_done,
+            "flagged": report.flagged,
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Result")
+        outputs.str("dataset", label="Dataset")
+        return types.Property(outputs)
+
+
+def int_param(params, key, default):
+    """An int parameter (form defaults are not applied when an operator is called from Python)."""
+    value = params.get(key)
+    return default if value is None else int(value)
+
+
+def show_dataset(ctx, name):
+    """Reloads the App's dataset if it is the one written, else opens that one."""
+    if ctx.dataset is not None and ctx.dataset.name == name:
+        ctx.ops.reload_dataset()
+    else:
+        ctx.ops.open_dataset(name)

@@ -1,0 +1,107 @@
+"""Operator: train U-SAM's head on a dataset's labels and its EmbeddingStore."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from .progress import progress_callback
+
+_STAGES = ["both", "teacher", "student"]
+
+
+class TrainOperator(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="train",
+            label="U-SAM: train the semantic head",
+            description=(
+                "Learns which SAM masks show which of your classes, from one label per "
+                "training image: an MIL teacher, then a student distilled from it."
+            ),
+            icon="/assets/icon.svg",
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        import fiftyone as fo
+
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        fields = []
+        if ctx.dataset is not None:
+            fields = sorted(ctx.dataset.get_field_schema(embedded_doc_type=fo.Classification))
+        if fields:
+            default = "ground_truth" if "ground_truth" in fields else fields[0]
+            inputs.enum(
+                "label_field",
+                fields,
+                default=default,
+                label="Label field",
+                description="The fo.Classification field with each image's class.",
+            )
+        else:
+            inputs.view(
+                "no_labels",
+                types.Warning(
+                    label="No fo.Classification field",
+                    description="The head learns from one fo.Classification per image.",
+                ),
+            )
+        inputs.str(
+            "store",
+            label="Store directory (optional)",
+            description="The dataset's EmbeddingStore. Default: the one `embed` recorded.",
+        )
+        inputs.str(
+            "out",
+            label="Output directory (optional)",
+            description="Gets teacher/ and student/ checkpoints. Default: "
+            "<FiftyOne dataset dir>/usam/<dataset>/head.",
+        )
+        inputs.enum("stage", _STAGES, default="both", label="Stage")
+        inputs.str(
+            "classes",
+            label="Classes (optional)",
+            description="Ontology YAML file or comma-separated names, fixing the class order. "
+            "Default: the ontology stored by generate/crawl, else the distinct labels, sorted.",
+        )
+        inputs.int("epochs", default=100, min=1, label="Most epochs per stage")
+        inputs.int("seed", default=0, label="Seed")
+        inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
+        return types.Property(inputs, view=types.View(label="U-SAM: train the semantic head"))
+
+    def execute(self, ctx):
+        from fiftyone_usam.head.run import train_head
+
+        params = ctx.params
+        stage = params.get("stage") or "both"
+        epochs = int(params.get("epochs") or 100)
+        report = train_head(
+            ctx.target_view(),
+            label_field=params.get("label_field") or "ground_truth",
+            store=params.get("store") or None,
+            out=params.get("out") or None,
+            stage=stage,
+            classes=params.get("classes") or None,
+            epochs=epochs,
+            seed=int(params.get("seed") or 0),
+            device=params.get("device") or None,
+            progress=progress_callback(ctx, "epochs"),
+        )
+        ctx.ops.reload_dataset()
+        return {
+            "summary": report.summary(),
+            "out": str(report.out),
+            "checkpoints": {k: str(v) for k, v in report.checkpoints.items()},
+            "classes": list(report.classes),
+            "skipped": report.skipped,
+            "metrics": report.metrics,
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Result")
+        outputs.str("out", label="Head directory")
+        return types.Property(outputs)
