@@ -39,6 +39,11 @@ _EXPORTS = {
     "HeadConfig": "fiftyone_usam.head.model",
     "Head": "fiftyone_usam.head.classifier",
     "load_head": "fiftyone_usam.head.checkpoint",
+    "predict": "fiftyone_usam.inference.run",
+    "PredictReport": "fiftyone_usam.inference.run",
+    "load_model": "fiftyone_usam.fiftyone_io.model",
+    "USAMPredictor": "fiftyone_usam.inference.predictor",
+    "PredictorConfig": "fiftyone_usam.inference.predictor",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
     )
     from fiftyone_usam.errors import USAMError as USAMError
     from fiftyone_usam.fiftyone_io.datasets import find_store as find_store
+    from fiftyone_usam.fiftyone_io.model import load_model as load_model
     from fiftyone_usam.head.checkpoint import load_head as load_head
     from fiftyone_usam.head.classifier import Head as Head
     from fiftyone_usam.head.model import HeadConfig as HeadConfig
@@ -72,6 +78,10 @@ if TYPE_CHECKING:
     from fiftyone_usam.head.train import TrainConfig as TrainConfig
     from fiftyone_usam.head.train import fit_head as fit_head
     from fiftyone_usam.images import load_rgb as load_rgb
+    from fiftyone_usam.inference.predictor import PredictorConfig as PredictorConfig
+    from fiftyone_usam.inference.predictor import USAMPredictor as USAMPredictor
+    from fiftyone_usam.inference.run import PredictReport as PredictReport
+    from fiftyone_usam.inference.run import predict as predict
     from fiftyone_usam.ontology import Ontology as Ontology
     from fiftyone_usam.ontology import load_ontology as load_ontology
     from fiftyone_usam.sources.crawled import CrawlReport as CrawlReport

@@ -7,6 +7,7 @@ imported here; the library is imported inside ``execute``.
 from .crawl import CrawlOperator
 from .embed import EmbedOperator
 from .generate import GenerateOperator
+from .predict import PredictOperator
 from .train import TrainOperator
 
 
@@ -16,3 +17,4 @@ def register(p):
     p.register(CrawlOperator)
     p.register(EmbedOperator)
     p.register(TrainOperator)
+    p.register(PredictOperator)

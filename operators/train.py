@@ -67,6 +67,12 @@ class TrainOperator(foo.Operator):
             description="Ontology YAML file or comma-separated names, fixing the class order. "
             "Default: the ontology stored by generate/crawl, else the distinct labels, sorted.",
         )
+        inputs.bool(
+            "superclasses",
+            default=False,
+            label="Train on superclasses",
+            description="Learn the ontology's superclasses (e.g. animals) instead of its classes.",
+        )
         inputs.int("epochs", default=100, min=1, label="Most epochs per stage")
         inputs.int("seed", default=0, label="Seed")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
@@ -85,6 +91,7 @@ class TrainOperator(foo.Operator):
             out=params.get("out") or None,
             stage=stage,
             classes=params.get("classes") or None,
+            superclasses=bool(params.get("superclasses")),
             epochs=epochs,
             seed=int(params.get("seed") or 0),
             device=params.get("device") or None,

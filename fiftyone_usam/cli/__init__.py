@@ -14,6 +14,7 @@ from fiftyone_usam import __version__
 from fiftyone_usam.cli.crawl import crawl_command
 from fiftyone_usam.cli.embed import embed_command
 from fiftyone_usam.cli.generate import generate_command
+from fiftyone_usam.cli.predict import predict_command
 from fiftyone_usam.cli.train import train_command
 from fiftyone_usam.errors import USAMError
 
@@ -42,6 +43,7 @@ def main(verbose: int) -> None:
       generate | crawl   training images of each class (Stable Diffusion | the web)
       embed              SAM mask embeddings of a dataset into a store
       train              the semantic head, from the training images' labels
+      predict            semantic and instance masks of your classes on any dataset
     Run `usam COMMAND --help` for each command's options.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -49,5 +51,5 @@ def main(verbose: int) -> None:
     logging.getLogger("fiftyone_usam").setLevel(level)
 
 
-for command in (generate_command, crawl_command, embed_command, train_command):
+for command in (generate_command, crawl_command, embed_command, train_command, predict_command):
     main.add_command(command)

@@ -44,6 +44,11 @@ from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_opti
     help="Ontology: a YAML file or a comma-separated list; fixes the class order. "
     "Default: the ontology stored by generate/crawl, else the distinct labels, sorted.",
 )
+@click.option(
+    "--superclasses",
+    is_flag=True,
+    help="Train on the ontology's superclasses (e.g. animals) instead of its classes.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Most epochs per stage.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam lr.")
@@ -70,6 +75,7 @@ def train_command(
     out: Path | None,
     stage: str | None,
     classes: str | None,
+    superclasses: bool,
     epochs: int | None,
     batch_size: int | None,
     lr: float | None,
@@ -93,6 +99,7 @@ def train_command(
         out=out,
         stage=stage,  # type: ignore[arg-type]
         classes=classes,
+        superclasses=superclasses,
         view_tag=view_tag,
         epochs=epochs,
         batch_size=batch_size,

@@ -71,13 +71,15 @@ def root_dataset(collection: fo.Dataset | fo.DatasetView) -> fo.Dataset:
     return fo.load_dataset(collection.dataset_name)
 
 
-def record_entry(collection: fo.Dataset | fo.DatasetView, key: str, entry: dict[str, Any]) -> None:
-    """Adds ``entry`` to the list ``dataset.info[key]``, replacing one with the same ``path``.
+def record_entry(
+    collection: fo.Dataset | fo.DatasetView, key: str, entry: dict[str, Any], match: str = "path"
+) -> None:
+    """Adds ``entry`` to the list ``dataset.info[key]``, replacing one with the same ``match``.
 
     The entry is stamped with ``updated_at`` (UTC); the newest entry is last.
     """
     dataset = root_dataset(collection)
-    entries = [e for e in dataset.info.get(key, []) if e.get("path") != entry.get("path")]
+    entries = [e for e in dataset.info.get(key, []) if e.get(match) != entry.get(match)]
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     entries.append({**entry, "updated_at": stamp})
     dataset.info[key] = entries

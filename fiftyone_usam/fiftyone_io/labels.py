@@ -14,9 +14,12 @@ if TYPE_CHECKING:
     import fiftyone as fo
 
 
+BACKGROUND = "background"
+
+
 def mask_targets(classes: Sequence[str]) -> dict[int, str]:
-    """The ``mask_targets`` of a semantic field: ``{1: classes[0], 2: classes[1], ...}``."""
-    return {i + 1: name for i, name in enumerate(classes)}
+    """The ``mask_targets`` of a semantic field: ``{0: "background", 1: classes[0], ...}``."""
+    return {0: BACKGROUND, **{i + 1: name for i, name in enumerate(classes)}}
 
 
 def to_segmentation(label_map: np.ndarray) -> fo.Segmentation:

@@ -75,6 +75,7 @@ def train_head(
     out: str | Path | None = None,
     stage: Stage | None = None,
     classes: str | Path | Sequence[str] | Ontology | None = None,
+    superclasses: bool = False,
     view_tag: str | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -99,6 +100,8 @@ def train_head(
         classes: the ontology (YAML file, ``"a,b,c"`` or a list), fixing the class order;
             default: the ontology stored with the dataset by `generate`/`crawl`, else the
             distinct labels, sorted.
+        superclasses: train on the ontology's superclasses instead of its classes (each label
+            becomes its class's superclass).
         view_tag: only the samples with this tag.
         epochs: overrides ``config.epochs``.
         batch_size: overrides ``config.batch_size``.
@@ -128,7 +131,7 @@ def train_head(
         dict(stage=stage, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device),
     )
     shape = _config(HeadConfig, head_config)
-    data = _training_set(view, label_field, store, classes)
+    data = _training_set(view, label_field, store, classes, superclasses)
     target = Path(out).expanduser() if out is not None else default_head_path(view.dataset_name)
     provenance = {
         "dataset": view.dataset_name,
@@ -198,6 +201,7 @@ def _training_set(
     label_field: str,
     store: str | Path | None,
     classes: str | Path | Sequence[str] | Ontology | None,
+    superclasses: bool,
 ) -> TrainingSet:
     from fiftyone_usam.embeddings.store import EmbeddingStore
     from fiftyone_usam.fiftyone_io.datasets import find_store
@@ -215,7 +219,11 @@ def _training_set(
     # The class order: as asked, else as stored by `generate`/`crawl`, else the labels sorted.
     ontology = load_ontology(classes) if classes is not None else stored_ontology(view)
     return load_training_set(
-        view, label_field=label_field, store=EmbeddingStore.open(store), ontology=ontology
+        view,
+        label_field=label_field,
+        store=EmbeddingStore.open(store),
+        ontology=ontology,
+        superclasses=superclasses,
     )
 
 

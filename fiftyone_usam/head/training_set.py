@@ -63,6 +63,7 @@ def load_training_set(
     label_field: str,
     store: EmbeddingStore,
     ontology: Ontology | None = None,
+    superclasses: bool = False,
 ) -> TrainingSet:
     """Reads the labels of ``view`` and their embeddings from ``store``.
 
@@ -71,6 +72,8 @@ def load_training_set(
         label_field: a `fo.Classification` field with each image's class.
         store: an EmbeddingStore holding the view's samples.
         ontology: the classes, in output order; default: the distinct labels, sorted.
+        superclasses: train on the ontology's superclasses: each label becomes its class's
+            superclass (a class without one stays itself).
 
     Raises:
         DatasetNotFoundError: the field is missing or not a `fo.Classification` field.
@@ -84,6 +87,8 @@ def load_training_set(
         _warn("have no label", skipped, view)
     labelled = [(i, n) for i, n in zip(ids, names, strict=True) if n]
     classes = _classes([n for _, n in labelled], label_field, ontology)
+    if superclasses:
+        labelled, classes = _to_superclasses(labelled, ontology)
     missing = {i: "not in the EmbeddingStore" for i, _ in labelled if i not in store}
     if missing:
         _warn(f"are not in the EmbeddingStore at {store.path}", missing, view)
@@ -176,6 +181,19 @@ def _classes(names: list[str], label_field: str, ontology: Ontology | None) -> t
             "ontology, or leave those samples out of the training view (e.g. with a tag)"
         )
     return ontology.names
+
+
+def _to_superclasses(
+    labelled: list[tuple[str, str]], ontology: Ontology | None
+) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    if ontology is None or not ontology.superclasses():
+        raise TrainingDataError(
+            "training on superclasses needs an ontology that groups the classes (a YAML with "
+            "`superclass:` per class or a `superclasses:` map), given as --classes or stored "
+            "with the dataset"
+        )
+    group = {spec.name: spec.superclass or spec.name for spec in ontology.classes}
+    return [(i, group[n]) for i, n in labelled], ontology.to_superclasses().names
 
 
 def _check_classes_present(labels: np.ndarray, classes: tuple[str, ...]) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 Granularity = Literal["best", "coarse", "medium", "fine", "all"]
 GRANULARITIES: tuple[str, ...] = ("best", "coarse", "medium", "fine", "all")
+DEFAULT_NMS_IOU = 0.5
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class PredictorConfig:
     """
 
     threshold: float | None = None
-    nms_iou: float = 0.5
+    nms_iou: float = DEFAULT_NMS_IOU
     granularity: Granularity = "best"
     class_agnostic_nms: bool = False
 

@@ -258,3 +258,30 @@ def test_training_from_a_synthetic_store_end_to_end(labelled_store, tmp_path):
     predicted = head.predict(bags.embeddings)
     objects = bags.kinds == OBJECT
     assert (predicted[objects] == (bags.labels[:, None] + 1).repeat(16, 1)[objects]).mean() > 0.9
+
+
+def test_training_on_superclasses(labelled_store, tmp_path):
+    from fiftyone_usam.ontology import ontology_from_dict
+
+    names = ["cat", "dog", "car", "bus"] * 3
+    dataset, store = labelled_store(names)
+    groups = ontology_from_dict(
+        {
+            "classes": ["cat", "dog", "car", "bus"],
+            "superclasses": {"animals": ["cat", "dog"], "vehicles": ["car", "bus"]},
+        }
+    )
+    report = train_head(
+        dataset, store=store.path, classes=groups, superclasses=True, out=tmp_path / "head", **QUICK
+    )
+    assert report.classes == ("animals", "vehicles")
+    assert load_head(tmp_path / "head").classes == ("animals", "vehicles")
+    with pytest.raises(TrainingDataError, match="needs an ontology that groups the classes"):
+        train_head(
+            dataset,
+            store=store.path,
+            classes="cat,dog,car,bus",
+            superclasses=True,
+            out=tmp_path / "other",
+            **QUICK,
+        )

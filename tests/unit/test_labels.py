@@ -6,7 +6,7 @@ from fiftyone_usam.masks import encode_masks
 
 
 def test_mask_targets_are_one_based():
-    assert mask_targets(["dog", "cat"]) == {1: "dog", 2: "cat"}
+    assert mask_targets(["dog", "cat"]) == {0: "background", 1: "dog", 2: "cat"}
 
 
 def test_detections_have_relative_boxes_and_masks_within_them():

@@ -1,0 +1,130 @@
+"""``usam predict``: label a dataset's images with a trained head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_option
+from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
+
+
+@click.command("predict")
+@click.option("--dataset", required=True, help="FiftyOne dataset name (must be persistent).")
+@click.option(
+    "--head",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Head checkpoint directory, or a `usam train --out` directory (its student).",
+)
+@click.option(
+    "--field",
+    default="usam",
+    show_default=True,
+    help="Prefix of the output fields FIELD_semantic, FIELD_instances, FIELD_uncertainty.",
+)
+@view_tag_option
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Minimum class probability of a mask; below it, background. Default: the head's own.",
+)
+@click.option(
+    "--nms-iou",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_NMS_IOU,
+    show_default=True,
+    help="Mask IoU above which the less confident of two overlapping masks is dropped.",
+)
+@click.option(
+    "--granularity",
+    type=click.Choice(list(GRANULARITIES)),
+    default="best",
+    show_default=True,
+    help="Which of SAM's 3 masks per point: best (SAM's highest predicted IoU), coarse (the "
+    "largest: whole objects), medium, fine (the smallest: parts), or all (NMS decides).",
+)
+@click.option("--class-agnostic-nms", is_flag=True, help="Suppress overlaps across classes too.")
+@click.option(
+    "--groups",
+    default=None,
+    help="Ontology YAML with superclasses: merge the head's classes into them.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing output fields.")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="EmbeddingStore to read (and add missing samples to). Default: the one recorded on "
+    "the dataset that fits the head; when it has every sample, SAM is not loaded.",
+)
+@click.option("--sam", default=None, help="SAM for samples not in the store. Default: the head's.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SAM weights for samples not in the store. Default: the official checkpoint.",
+)
+@click.option(
+    "--mask-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write masks as PNG files here instead of into the samples (for large images).",
+)
+@device_option
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Images per SAM encoder call, when SAM runs.",
+)
+def predict_command(
+    dataset: str,
+    head: Path,
+    field: str,
+    view_tag: str | None,
+    threshold: float | None,
+    nms_iou: float,
+    granularity: str,
+    class_agnostic_nms: bool,
+    groups: str | None,
+    overwrite: bool,
+    store: Path | None,
+    sam: str | None,
+    checkpoint: Path | None,
+    mask_dir: Path | None,
+    device: str | None,
+    batch_size: int,
+) -> None:
+    """Label a dataset's images with a trained head: semantic masks, instances, uncertainty.
+
+    Existing output fields are never replaced without --overwrite; a re-run with the same head
+    and settings labels only the samples not labelled yet.
+    """
+    from fiftyone_usam.inference.run import predict
+
+    report = predict(
+        dataset,
+        head=head,
+        field=field,
+        store=store,
+        sam=sam,
+        checkpoint=checkpoint,
+        view_tag=view_tag,
+        threshold=threshold,
+        nms_iou=nms_iou,
+        granularity=granularity,  # type: ignore[arg-type]
+        class_agnostic_nms=class_agnostic_nms,
+        groups=groups,
+        overwrite=overwrite,
+        mask_dir=mask_dir,
+        device=device,
+        batch_size=batch_size,
+        progress=True,
+    )
+    click.echo(report.summary())
+    echo_problems("sample(s) could not be labelled", report.failed)
+    click.echo(f"Review them in the App: fiftyone app launch {dataset}")

@@ -1,0 +1,154 @@
+"""Writing predictions into a dataset: field checks, labels (in the document or on disk),
+``mask_targets`` and the run record.
+
+A prediction run writes three fields for a prefix ``field``: ``<field>_semantic``
+(`fo.Segmentation`), ``<field>_instances`` (`fo.Detections`) and ``<field>_uncertainty`` (float).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fiftyone_usam.errors import USAMError
+from fiftyone_usam.fiftyone_io.datasets import record_entry, root_dataset
+from fiftyone_usam.fiftyone_io.labels import mask_targets, to_detections, to_segmentation
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+    from fiftyone_usam.inference.predictor import Prediction
+
+PREDICTIONS_KEY = "usam_predictions"
+SUFFIXES = ("semantic", "instances", "uncertainty")
+
+
+class FieldExistsError(USAMError):
+    """A prediction would overwrite or contradict fields already on the dataset."""
+
+
+def output_fields(field: str) -> dict[str, str]:
+    """``{"semantic": "<field>_semantic", "instances": ..., "uncertainty": ...}``."""
+    if not field or not field.replace("_", "").isalnum():
+        raise FieldExistsError(
+            f"invalid field prefix {field!r}: use letters, digits and underscores, e.g. usam"
+        )
+    return {suffix: f"{field}_{suffix}" for suffix in SUFFIXES}
+
+
+def recorded_run(collection: fo.Dataset | fo.DatasetView, field: str) -> dict[str, Any] | None:
+    """The run record of the predictions under ``field``, if any."""
+    runs = root_dataset(collection).info.get(PREDICTIONS_KEY, [])
+    return next((run for run in reversed(runs) if run.get("field") == field), None)
+
+
+def plan_writes(
+    view: fo.DatasetView,
+    field: str,
+    classes: tuple[str, ...],
+    settings: dict[str, Any],
+    overwrite: bool,
+) -> list[str]:
+    """Checks the output fields and returns the ids of the view's samples to (re)label.
+
+    - No output field exists: every sample.
+    - They exist from a run with the same settings: the samples not labelled yet (a re-run
+      resumes, and an unchanged re-run does nothing).
+    - Otherwise: an error, unless ``overwrite`` (then every sample of the view).
+    Whatever ``overwrite`` says, classes that differ from the field's ``mask_targets`` are
+    refused unless the whole dataset is relabelled (then the old fields are cleared first).
+
+    Raises:
+        FieldExistsError: with what to do.
+    """
+    dataset = root_dataset(view)
+    names = output_fields(field)
+    existing = [name for name in names.values() if dataset.has_field(name)]
+    ids = view.values("id")
+    if not existing:
+        return ids
+    targets = dataset.mask_targets.get(names["semantic"])
+    if targets and {int(k): v for k, v in targets.items()} != mask_targets(classes):
+        if not (overwrite and len(ids) == len(dataset)):
+            raise FieldExistsError(
+                f"field {names['semantic']!r} holds the classes {list(targets.values())}, this "
+                f"head predicts {list(classes)}: write to another --field, or pass --overwrite "
+                "on the whole dataset to replace the old predictions everywhere"
+            )
+        dataset.delete_sample_fields(existing)
+        return ids
+    run = recorded_run(dataset, field)
+    if overwrite:
+        return ids
+    if run is not None and run.get("settings") == settings:
+        labelled = view.exists(names["semantic"]).values("id")
+        done = set(labelled)
+        return [i for i in ids if i not in done]
+    raise FieldExistsError(
+        f"the dataset already has {', '.join(existing)}"
+        + (" from a run with other settings" if run is not None else "")
+        + ": pass --overwrite to replace them, or choose another --field"
+    )
+
+
+def sample_labels(
+    prediction: Prediction,
+    classes: tuple[str, ...],
+    *,
+    mask_dir: str | Path | None = None,
+    sample_id: str = "",
+) -> dict[str, Any]:
+    """A prediction as the values of the three output fields (keys: `SUFFIXES`).
+
+    With ``mask_dir``, masks are written as PNGs (``<mask_dir>/<sample_id>/semantic.png`` and
+    ``instance_<i>.png``) and the labels hold their paths, keeping documents small.
+    """
+    semantic = to_segmentation(prediction.semantic)
+    instances = to_detections(prediction.instances, prediction.image_size, classes)
+    if mask_dir is not None:
+        folder = Path(mask_dir).expanduser() / sample_id
+        folder.mkdir(parents=True, exist_ok=True)
+        semantic.mask_path = _write_png(folder / "semantic.png", semantic.mask)
+        semantic.mask = None
+        for i, detection in enumerate(instances.detections):
+            detection.mask_path = _write_png(
+                folder / f"instance_{i}.png", detection.mask.astype(np.uint8) * 255
+            )
+            detection.mask = None
+    return {"semantic": semantic, "instances": instances, "uncertainty": prediction.uncertainty}
+
+
+def set_mask_targets(
+    collection: fo.Dataset | fo.DatasetView, field: str, classes: tuple[str, ...]
+) -> None:
+    """Sets ``mask_targets`` of ``<field>_semantic`` (0 is background)."""
+    set_field_mask_targets(collection, output_fields(field)["semantic"], classes)
+
+
+def set_field_mask_targets(
+    collection: fo.Dataset | fo.DatasetView, semantic_field: str, classes: tuple[str, ...]
+) -> None:
+    """Sets the ``mask_targets`` of a semantic field (0 is background)."""
+    dataset = root_dataset(collection)
+    dataset.mask_targets = {**dataset.mask_targets, semantic_field: mask_targets(classes)}
+    dataset.save()
+
+
+def record_run(
+    collection: fo.Dataset | fo.DatasetView, field: str, details: dict[str, Any]
+) -> None:
+    """Records a prediction run (head, SAM, settings) in ``dataset.info["usam_predictions"]``."""
+    record_entry(collection, PREDICTIONS_KEY, {"field": field, **details}, match="field")
+
+
+def _write_png(path: Path, array: np.ndarray) -> str:
+    from PIL import Image
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    mode = "I;16" if array.dtype == np.uint16 else "L"
+    Image.fromarray(array, mode=mode).save(tmp)
+    os.replace(tmp, path)
+    return str(path)
