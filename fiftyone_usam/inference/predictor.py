@@ -96,6 +96,8 @@ class USAMPredictor:
             proposals).
     """
 
+    needs_image = False
+
     def __init__(
         self,
         head: Head,
@@ -120,8 +122,10 @@ class USAMPredictor:
             raise ConfigError("this predictor has no SAM: build it with load_predictor(sam=...)")
         return [self.predict_proposals(p) for p in self.extractor.extract(images)]
 
-    def predict_proposals(self, proposals: MaskProposals) -> Prediction:
-        """Labels one image from its mask proposals."""
+    def predict_proposals(
+        self, proposals: MaskProposals, image: np.ndarray | None = None
+    ) -> Prediction:
+        """Labels one image from its mask proposals (the image itself is not needed)."""
         probs = self.head.predict_proba(proposals.embeddings.astype(np.float32))  # (d, C)
         if self._merge is not None:
             probs = probs @ self._merge  # (d, G)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fiftyone_usam.inference.labeling import label_view
 from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, Granularity, PredictorConfig
-from fiftyone_usam.progress import Progress, ProgressCallback
+from fiftyone_usam.progress import ProgressCallback
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from fiftyone_usam.ontology import Ontology
 
 logger = logging.getLogger(__name__)
-
-_SAVE_BATCH = 64
 
 
 @dataclass
@@ -140,9 +139,18 @@ def predict(
             progress=progress,
         )
         report.store = Path(store_obj.path)
-        _start_run(view, field, predictor, settings, head_path, store_obj)
         todo = [i for i in todo if i not in report.failed]
-        report.labelled = _write(view, todo, store_obj, predictor, field, mask_dir, progress)
+        report.labelled = label_view(
+            view,
+            todo,
+            predictor,
+            store_obj,
+            field=field,
+            settings=settings,
+            details={"head": head_path},
+            mask_dir=mask_dir,
+            progress=progress,
+        )
     report.seconds = time.perf_counter() - started
     logger.info("predict: %s", report.summary())
     return report
@@ -163,61 +171,3 @@ def _predictor(model: Head, config: PredictorConfig, groups: Any) -> Any:
     from fiftyone_usam.ontology import load_ontology
 
     return USAMPredictor(model, config, groups=load_ontology(groups) if groups else None)
-
-
-def _start_run(
-    view: fo.DatasetView,
-    field: str,
-    predictor: Any,
-    settings: dict[str, Any],
-    head_path: str | None,
-    store: Any,
-) -> None:
-    """Records the run and the field's mask_targets before writing, so a killed run resumes."""
-    from fiftyone_usam.config import config_to_dict
-    from fiftyone_usam.fiftyone_io.writer import record_run, set_mask_targets
-
-    set_mask_targets(view, field, predictor.classes)
-    record_run(
-        view,
-        field,
-        {
-            "head": head_path,
-            "settings": settings,
-            "store": str(Path(store.path).resolve()),
-            "store_spec": config_to_dict(store.spec),
-        },
-    )
-
-
-def _write(
-    view: fo.DatasetView,
-    ids: list[str],
-    store: Any,
-    predictor: Any,
-    field: str,
-    mask_dir: str | Path | None,
-    progress: bool | ProgressCallback | None,
-) -> int:
-    from fiftyone_usam.fiftyone_io.writer import output_fields, sample_labels
-
-    names = output_fields(field)
-    bar = Progress(progress, len(ids), "predict")
-    written = 0
-    try:
-        samples = view.select(ids, ordered=True).iter_samples(autosave=True, batch_size=_SAVE_BATCH)
-        for sample, (sample_id, proposals) in zip(samples, store.iter_proposals(ids), strict=True):
-            assert sample.id == sample_id
-            labels = sample_labels(
-                predictor.predict_proposals(proposals),
-                predictor.classes,
-                mask_dir=mask_dir,
-                sample_id=sample_id,
-            )
-            for kind, value in labels.items():
-                sample[names[kind]] = value
-            written += 1
-            bar.update(1)
-    finally:
-        bar.close()
-    return written
