@@ -6,6 +6,7 @@ imported here; the library is imported inside ``execute``.
 
 from .crawl import CrawlOperator
 from .embed import EmbedOperator
+from .evaluate import EvaluateOperator
 from .generate import GenerateOperator
 from .predict import PredictOperator
 from .train import TrainOperator
@@ -18,3 +19,4 @@ def register(p):
     p.register(EmbedOperator)
     p.register(TrainOperator)
     p.register(PredictOperator)
+    p.register(EvaluateOperator)

@@ -13,6 +13,7 @@ import click
 from fiftyone_usam import __version__
 from fiftyone_usam.cli.crawl import crawl_command
 from fiftyone_usam.cli.embed import embed_command
+from fiftyone_usam.cli.evaluate import evaluate_command
 from fiftyone_usam.cli.generate import generate_command
 from fiftyone_usam.cli.predict import predict_command
 from fiftyone_usam.cli.train import train_command
@@ -44,6 +45,7 @@ def main(verbose: int) -> None:
       embed              SAM mask embeddings of a dataset into a store
       train              the semantic head, from the training images' labels
       predict            semantic and instance masks of your classes on any dataset
+      evaluate           mIoU, mAP50 and boundary F against ground truth, stored for the App
     Run `usam COMMAND --help` for each command's options.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -51,5 +53,12 @@ def main(verbose: int) -> None:
     logging.getLogger("fiftyone_usam").setLevel(level)
 
 
-for command in (generate_command, crawl_command, embed_command, train_command, predict_command):
+for command in (
+    generate_command,
+    crawl_command,
+    embed_command,
+    train_command,
+    predict_command,
+    evaluate_command,
+):
     main.add_command(command)

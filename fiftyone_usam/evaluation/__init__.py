@@ -1,0 +1,1 @@
+"""Evaluation: metrics, FiftyOne evaluation runs and reports, benchmark datasets, baselines."""
