@@ -43,12 +43,27 @@ _EXPORTS = {
     "PredictReport": "fiftyone_usam.inference.run",
     "load_model": "fiftyone_usam.fiftyone_io.model",
     "USAMPredictor": "fiftyone_usam.inference.predictor",
+    "baseline": "fiftyone_usam.evaluation.run_baselines",
+    "BaselineReport": "fiftyone_usam.evaluation.run_baselines",
+    "SamClipLabeler": "fiftyone_usam.evaluation.baselines",
+    "OtsuLabeler": "fiftyone_usam.evaluation.baselines",
+    "load_clip": "fiftyone_usam.evaluation.clip_backend",
+    "evaluate": "fiftyone_usam.evaluation.evaluate",
+    "import_voc": "fiftyone_usam.evaluation.benchmarks",
+    "import_coco": "fiftyone_usam.evaluation.benchmarks",
+    "voc_ontology": "fiftyone_usam.evaluation.benchmarks",
+    "coco_ontology": "fiftyone_usam.evaluation.benchmarks",
+    "EvaluationReport": "fiftyone_usam.evaluation.report",
+    "run": "fiftyone_usam.pipeline",
+    "PipelineReport": "fiftyone_usam.pipeline",
+    "demo": "fiftyone_usam.demo",
     "PredictorConfig": "fiftyone_usam.inference.predictor",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from fiftyone_usam.demo import demo as demo
     from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor as MaskEmbeddingExtractor
     from fiftyone_usam.embeddings.proposals import MaskProposals as MaskProposals
     from fiftyone_usam.embeddings.run import EmbedReport as EmbedReport
@@ -68,6 +83,17 @@ if TYPE_CHECKING:
         StoreSpec as StoreSpec,
     )
     from fiftyone_usam.errors import USAMError as USAMError
+    from fiftyone_usam.evaluation.baselines import OtsuLabeler as OtsuLabeler
+    from fiftyone_usam.evaluation.baselines import SamClipLabeler as SamClipLabeler
+    from fiftyone_usam.evaluation.benchmarks import coco_ontology as coco_ontology
+    from fiftyone_usam.evaluation.benchmarks import import_coco as import_coco
+    from fiftyone_usam.evaluation.benchmarks import import_voc as import_voc
+    from fiftyone_usam.evaluation.benchmarks import voc_ontology as voc_ontology
+    from fiftyone_usam.evaluation.clip_backend import load_clip as load_clip
+    from fiftyone_usam.evaluation.evaluate import evaluate as evaluate
+    from fiftyone_usam.evaluation.report import EvaluationReport as EvaluationReport
+    from fiftyone_usam.evaluation.run_baselines import BaselineReport as BaselineReport
+    from fiftyone_usam.evaluation.run_baselines import baseline as baseline
     from fiftyone_usam.fiftyone_io.datasets import find_store as find_store
     from fiftyone_usam.fiftyone_io.model import load_model as load_model
     from fiftyone_usam.head.checkpoint import load_head as load_head
@@ -84,6 +110,8 @@ if TYPE_CHECKING:
     from fiftyone_usam.inference.run import predict as predict
     from fiftyone_usam.ontology import Ontology as Ontology
     from fiftyone_usam.ontology import load_ontology as load_ontology
+    from fiftyone_usam.pipeline import PipelineReport as PipelineReport
+    from fiftyone_usam.pipeline import run as run
     from fiftyone_usam.sources.crawled import CrawlReport as CrawlReport
     from fiftyone_usam.sources.crawled import crawl as crawl
     from fiftyone_usam.sources.synthetic import GenerateReport as GenerateReport

@@ -9,6 +9,7 @@ from .embed import EmbedOperator
 from .evaluate import EvaluateOperator
 from .generate import GenerateOperator
 from .predict import PredictOperator
+from .run import RunOperator
 from .train import TrainOperator
 
 
@@ -20,3 +21,4 @@ def register(p):
     p.register(TrainOperator)
     p.register(PredictOperator)
     p.register(EvaluateOperator)
+    p.register(RunOperator)

@@ -11,11 +11,14 @@ from typing import Any
 import click
 
 from fiftyone_usam import __version__
+from fiftyone_usam.cli.baselines import baseline_command
+from fiftyone_usam.cli.benchmarks import import_coco_command, import_voc_command
 from fiftyone_usam.cli.crawl import crawl_command
 from fiftyone_usam.cli.embed import embed_command
 from fiftyone_usam.cli.evaluate import evaluate_command
 from fiftyone_usam.cli.generate import generate_command
 from fiftyone_usam.cli.predict import predict_command
+from fiftyone_usam.cli.run import demo_command, run_command
 from fiftyone_usam.cli.train import train_command
 from fiftyone_usam.errors import USAMError
 
@@ -45,7 +48,12 @@ def main(verbose: int) -> None:
       embed              SAM mask embeddings of a dataset into a store
       train              the semantic head, from the training images' labels
       predict            semantic and instance masks of your classes on any dataset
+      baseline           SAM+CLIP or Otsu labels, the paper's baselines, to compare with
+      import-voc | import-coco   benchmark datasets with ground truth (PASCAL VOC | COCO)
       evaluate           mIoU, mAP50 and boundary F against ground truth, stored for the App
+    Or all of them at once:
+      run                class names + your dataset -> labelled (and evaluated) dataset
+      demo               the whole chain offline with tiny random models (a first look)
     Run `usam COMMAND --help` for each command's options.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -59,6 +67,11 @@ for command in (
     embed_command,
     train_command,
     predict_command,
+    baseline_command,
+    import_voc_command,
+    import_coco_command,
     evaluate_command,
+    run_command,
+    demo_command,
 ):
     main.add_command(command)

@@ -97,6 +97,7 @@ class USAMPredictor:
     """
 
     needs_image = False
+    needs_proposals = True
 
     def __init__(
         self,
@@ -123,9 +124,11 @@ class USAMPredictor:
         return [self.predict_proposals(p) for p in self.extractor.extract(images)]
 
     def predict_proposals(
-        self, proposals: MaskProposals, image: np.ndarray | None = None
+        self, proposals: MaskProposals | None, image: np.ndarray | None = None
     ) -> Prediction:
         """Labels one image from its mask proposals (the image itself is not needed)."""
+        if proposals is None:
+            raise ConfigError("U-SAM's predictor labels mask proposals: pass them")
         probs = self.head.predict_proba(proposals.embeddings.astype(np.float32))  # (d, C)
         if self._merge is not None:
             probs = probs @ self._merge  # (d, G)
@@ -151,7 +154,10 @@ class USAMPredictor:
             instances.rles, instances.labels, instances.confidences, proposals.image_size
         )
         return Prediction(
-            instances, label_map, _uncertainty(instances, len(self.classes)), proposals.image_size
+            instances,
+            label_map,
+            image_uncertainty(instances, len(self.classes)),
+            proposals.image_size,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -205,7 +211,7 @@ def _grouping(
     return merge, names
 
 
-def _uncertainty(instances: Instances, num_classes: int) -> float:
+def image_uncertainty(instances: Instances, num_classes: int) -> float:
     if len(instances) == 0:
         return 1.0
     if num_classes < 2:

@@ -1,0 +1,114 @@
+"""``usam run`` (the whole chain, resumable) and ``usam demo`` (the chain on tiny models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fiftyone_usam.cli.common import device_option, view_tag_option
+
+
+@click.command("run")
+@click.option("--classes", required=True, help='Class names ("cat,dog") or an ontology YAML.')
+@click.option("--dataset", required=True, help="The FiftyOne dataset to label.")
+@click.option(
+    "--source",
+    type=click.Choice(["synthetic", "crawl"]),
+    default="synthetic",
+    show_default=True,
+    help="Training images from Stable Diffusion, or from the web.",
+)
+@click.option(
+    "--per-class",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Training images per class. Default: 200 synthetic, 45 crawled.",
+)
+@click.option("--sam", default=None, help="SAM variant: vit_b (default), vit_l, vit_h, or custom.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SAM weights. Default: the official checkpoint (cached or downloaded).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where heads and the evaluation report go. Default: beside the dataset's files.",
+)
+@click.option("--gt-field", default=None, help="Ground truth on the dataset: evaluate against it.")
+@click.option("--field", default="usam", show_default=True, help="Prefix of the output fields.")
+@click.option(
+    "--training-dataset",
+    default=None,
+    help="Dataset of training images. Default: DATASET-usam-SOURCE.",
+)
+@click.option(
+    "--model", default=None, help="diffusers pipeline (hub id or directory). Default: SD v1.4."
+)
+@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(["bing", "google", "baidu", "flickr", "urls"]),
+    default="bing",
+    show_default=True,
+    help="Crawl engine, with --source crawl.",
+)
+@click.option(
+    "--urls-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="class<TAB>url lines, for --engine urls.",
+)
+@click.option("--points-per-side", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Head training epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the head's.")
+@view_tag_option
+@click.option("--overwrite", is_flag=True, help="Replace prediction fields this run did not write.")
+@device_option
+def run_command(**options: object) -> None:
+    """From class names to a labelled dataset: generate|crawl, embed, train, predict, evaluate.
+
+    Every stage is skipped when its result is already complete and fits the options, so a
+    re-run after a crash, or after changing only the class list, does only what changed.
+    """
+    from fiftyone_usam.pipeline import run
+
+    classes = options.pop("classes")
+    report = run(classes, progress=True, **options)  # type: ignore[arg-type]
+    click.echo(report.summary())
+
+
+@click.command("demo")
+@click.option("--dataset", default="usam-demo", show_default=True, help="Scenes dataset name.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the tiny models, heads and report go. Default: beside the dataset's files.",
+)
+@click.option("--images", type=click.IntRange(min=1), default=12, show_default=True)
+@click.option("--per-class", type=click.IntRange(min=2), default=6, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_command(
+    dataset: str, workdir: Path | None, images: int, per_class: int, epochs: int, seed: int
+) -> None:
+    """Run every stage offline on the CPU with tiny random models (masks NOT meaningful)."""
+    from fiftyone_usam.demo import WARNING, demo
+
+    click.echo(WARNING)
+    report = demo(
+        dataset=dataset,
+        workdir=workdir,
+        images=images,
+        per_class=per_class,
+        epochs=epochs,
+        seed=seed,
+        progress=True,
+    )
+    click.echo(report.summary())
+    click.echo(WARNING)

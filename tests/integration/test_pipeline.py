@@ -1,0 +1,226 @@
+"""`usam run`: the whole chain, resumed after an interruption and after a class-list change;
+`usam demo`: the chain on tiny random models, offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fiftyone_usam.pipeline import run
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture
+def target(make_dataset, image_files):
+    """The dataset to label, with planted (not meaningful) semantic ground truth."""
+    import fiftyone as fo
+    from PIL import Image
+
+    dataset = make_dataset(image_files)
+    for i, sample in enumerate(dataset):
+        with Image.open(sample.filepath) as image:
+            truth = np.zeros((image.height, image.width), np.uint8)
+        truth[: truth.shape[0] // 2, : truth.shape[1] // 2] = 1 + i % 2
+        sample["ground_truth"] = fo.Segmentation(mask=truth)
+        sample.save()
+    dataset.mask_targets["ground_truth"] = {0: "background", 1: "disc", 2: "square"}
+    dataset.save()
+    return dataset
+
+
+@pytest.fixture
+def options(tiny_pipeline_dir, tiny_checkpoint, training_datasets, tmp_path, torch_single_thread):
+    return {
+        "source": "synthetic",
+        "per_class": 3,
+        "model": tiny_pipeline_dir,
+        "steps": 2,
+        "checkpoint": tiny_checkpoint,
+        "points_per_side": 2,
+        "epochs": 2,
+        "workdir": tmp_path / "work",
+        "training_dataset": training_datasets(),
+        "gt_field": "ground_truth",
+        "threshold": 0.0,
+        "device": "cpu",
+        "progress": False,
+    }
+
+
+def statuses(report):
+    return {s.name: s.status for s in report.stages}
+
+
+def test_run_resumes_without_redoing_finished_stages(target, options):
+    def stop_in_predict(stage, done, total):
+        if stage == "predict" and done == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run("disc,square", dataset=target.name, **{**options, "progress": stop_in_predict})
+    target.reload()
+    assert len(target.exists("usam_semantic")) == 2  # what was labelled is kept
+
+    resumed = run("disc,square", dataset=target.name, **options)
+    assert statuses(resumed) == {
+        "training images": "skipped",
+        "embed training": "skipped",
+        "embed target": "skipped",
+        "train": "skipped",
+        "predict": "ran",
+        "evaluate": "ran",
+    }
+    assert "4 labelled, 2 already labelled" in resumed.stage("predict").detail
+    assert len(target.exists("usam_semantic")) == 6
+    assert resumed.evaluation is not None and "usam_eval" in target.list_evaluations()
+    assert resumed.head is not None and (resumed.head / "student" / "head.json").is_file()
+
+    again = run("disc,square", dataset=target.name, **options)
+    assert set(statuses(again).values()) == {"skipped"}
+    assert again.evaluation is not None
+    assert again.evaluation.mean_iou == resumed.evaluation.mean_iou
+    summary = again.summary()
+    assert f"fiftyone app launch {target.name}" in summary and "mIoU" in summary
+
+
+def test_a_new_class_does_only_the_work_that_changed(target, options):
+    import fiftyone as fo
+
+    first = run("disc,square", dataset=target.name, **options)
+    changed = run("disc,square,ring", dataset=target.name, **options)
+    assert statuses(changed) == {
+        "training images": "ran",
+        "embed training": "ran",
+        "embed target": "skipped",
+        "train": "ran",
+        "predict": "ran",
+        "evaluate": "ran",
+    }
+    assert "3 generated, 6 already" in changed.stage("training images").detail
+    assert "3 embedded, 6 already in the store" in changed.stage("embed training").detail
+    assert changed.head != first.head
+    assert target.mask_targets["usam_semantic"] == {
+        0: "background",
+        1: "disc",
+        2: "square",
+        3: "ring",
+    }
+    training = fo.load_dataset(options["training_dataset"])
+    assert training.count_values("ground_truth.label") == {"disc": 3, "square": 3, "ring": 3}
+
+
+def test_predictions_it_did_not_write_are_protected(target, options, tiny_head):
+    from fiftyone_usam.errors import USAMError
+    from fiftyone_usam.inference.run import predict
+
+    predict(
+        target,
+        head=tiny_head,
+        threshold=0.0,
+        device="cpu",
+        progress=False,
+        checkpoint=options["checkpoint"],
+    )
+    with pytest.raises(USAMError, match="--overwrite"):
+        run("disc,square", dataset=target.name, **{**options, "gt_field": None})
+
+
+def test_cli_run_and_demo(target, options, tmp_path):
+    import fiftyone as fo
+
+    from fiftyone_usam.cli import main
+
+    runner = CliRunner()
+    args = ["run", "--classes", "disc,square", "--dataset", target.name]
+    for name in (
+        "per_class",
+        "model",
+        "steps",
+        "checkpoint",
+        "points_per_side",
+        "epochs",
+        "workdir",
+        "training_dataset",
+        "gt_field",
+        "threshold",
+        "device",
+    ):
+        args += [f"--{name.replace('_', '-')}", str(options[name])]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "metrics: mIoU" in result.output and "fiftyone app launch" in result.output
+
+    name = f"usam-demo-{tmp_path.name[-8:]}"
+    try:
+        demo = runner.invoke(
+            main,
+            [
+                "demo",
+                "--dataset",
+                name,
+                "--workdir",
+                str(tmp_path / "demo"),
+                "--images",
+                "3",
+                "--per-class",
+                "2",
+                "--epochs",
+                "2",
+            ],
+        )
+        assert demo.exit_code == 0, demo.output
+        assert "NOT meaningful" in demo.output and "mIoU" in demo.output
+        dataset = fo.load_dataset(name)
+        assert dataset.count("usam_semantic") == 3 and dataset.count("usam_instances") == 3
+        assert "usam_eval" in dataset.list_evaluations()
+    finally:
+        for leftover in (name, f"{name}-usam-synthetic"):
+            if fo.dataset_exists(leftover):
+                fo.delete_dataset(leftover)
+
+
+def test_run_operator_queues_the_whole_chain(plugins_dir, target, options):
+    import fiftyone as fo
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from tests.integration.test_plugin import manifest
+
+    params = {
+        "classes": "disc,square",
+        "field": "usam",
+        "source": "synthetic",
+        "per_class": 3,
+        "model": str(options["model"]),
+        "checkpoint": str(options["checkpoint"]),
+        "points_per_side": 2,
+        "epochs": 2,
+        "threshold": 0.0,
+        "gt_field": "ground_truth",
+        "workdir": str(options["workdir"]),
+        "device": "cpu",
+    }
+    queued = foo.execute_operator(
+        f"{manifest()['name']}/run",
+        ctx={"dataset": target, "params": params},
+        request_delegation=True,
+    )
+    assert queued.delegated
+    service = DelegatedOperationService()
+    try:
+        service.execute_queued_operations(dataset_name=target.name)
+    finally:
+        training = f"{target.name}-usam-synthetic"
+        if fo.dataset_exists(training):
+            fo.delete_dataset(training)
+    (operation,) = service.list_operations(dataset_name=target.name)
+    assert operation.run_state == "completed", operation.result
+    assert operation.result.result["stages"]["predict"] == "ran"
+    assert operation.result.result["mIoU"] is not None
+    assert operation.status.progress == 1.0 and operation.status.label.startswith("evaluate")
+    target.reload()
+    assert target.count("usam_semantic") == len(target)
