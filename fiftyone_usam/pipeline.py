@@ -12,7 +12,8 @@ re-run after a crash, or after changing only the class list, does only the work 
   training images and the training settings; an existing complete head with that key is reused;
 - predictions: `predict` labels only samples not labelled yet with the same head and settings,
   and replaces the run's own earlier predictions when the head changed;
-- evaluation: redone only when the predictions are newer than the stored evaluation.
+- evaluation: redone unless the stored one is of exactly these predictions (same head,
+  settings and labelled samples).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ class PipelineReport:
         """A few lines for people: the stages, where things are, how to look, the metrics."""
         lines = ["U-SAM run:"]
         for s in self.stages:
-            lines.append(f"  {s.name:<16} {s.status:<8} {s.detail} ({s.seconds:.1f} s)".rstrip())
+            detail = "; ".join(s.detail.splitlines())
+            lines.append(f"  {s.name:<16} {s.status:<8} {detail} ({s.seconds:.1f} s)")
         lines.append(f"  training images: dataset {self.training_dataset!r}")
         for name, path in self.stores.items():
             lines.append(f"  embeddings of {name!r}: {path}")
@@ -119,6 +121,7 @@ def run(
     urls_file: str | Path | None = None,
     points_per_side: int = 10,
     epochs: int | None = None,
+    superclasses: bool = False,
     seed: int = 0,
     threshold: float | None = None,
     view_tag: str | None = None,
@@ -146,6 +149,8 @@ def run(
         urls_file: ``class<TAB>url`` lines, for ``engine="urls"``.
         points_per_side: the prompt grid (10: d = 100 masks per image, as in the paper).
         epochs: head training epochs per stage; default: the training config's.
+        superclasses: train on the ontology's superclasses (and evaluate the ground truth by
+            superclass); the images are still generated per class.
         seed: seed of generation and training.
         threshold: prediction threshold; default: the head's.
         view_tag: label (and evaluate) only the target samples with this tag.
@@ -198,6 +203,7 @@ def run(
             report.stores[train_name],
             out,
             epochs,
+            superclasses,
             seed,
             device,
             _progress(progress, "train"),
@@ -224,7 +230,12 @@ def run(
             stage.status, stage.detail = "skipped", "no --gt-field"
         else:
             report.evaluation, ran = _evaluate(
-                target, field, gt_field, out / "evaluation", _progress(progress, "evaluate")
+                target,
+                field,
+                gt_field,
+                out / "evaluation",
+                ontology if superclasses else None,
+                _progress(progress, "evaluate"),
             )
             stage.status = "ran" if ran else "skipped"
             stage.detail = report.evaluation.summary()
@@ -359,6 +370,7 @@ def _train(
     store: Path,
     workdir: Path,
     epochs: int | None,
+    superclasses: bool,
     seed: int,
     device: Any,
     progress: Any,
@@ -373,7 +385,7 @@ def _train(
     ids = sorted(view.values("id"))
     key_data = {
         "classes": names,
-        "superclasses": ontology.superclasses,
+        "superclasses": ontology.superclasses if superclasses else None,
         "images": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
         "store": json.loads((store / "spec.json").read_text()),
         "epochs": epochs,
@@ -388,6 +400,7 @@ def _train(
         store=store,
         out=head,
         classes=ontology,
+        superclasses=superclasses,
         epochs=epochs,
         seed=seed,
         device=None if device is None else str(device),
@@ -431,40 +444,52 @@ def _predict(
 
 
 def _evaluate(
-    view: fo.DatasetView, field: str, gt_field: str, report_dir: Path, progress: Any
+    view: fo.DatasetView,
+    field: str,
+    gt_field: str,
+    report_dir: Path,
+    groups: Ontology | None,
+    progress: Any,
 ) -> tuple[EvaluationReport, bool]:
-    """Evaluates unless the stored evaluation is newer than the predictions."""
-    from fiftyone_usam.evaluation.evaluate import EVALUATIONS_KEY, evaluate
+    """Evaluates unless the stored evaluation is of exactly these predictions."""
+    from fiftyone_usam.evaluation.evaluate import evaluate
     from fiftyone_usam.evaluation.report import EvaluationReport
     from fiftyone_usam.fiftyone_io.datasets import root_dataset
-    from fiftyone_usam.fiftyone_io.writer import recorded_run
+    from fiftyone_usam.fiftyone_io.writer import output_fields, recorded_run
 
-    dataset = root_dataset(view)
     key = f"{field}_eval"
-    predicted = (recorded_run(view, field) or {}).get("updated_at", "")
-    stored = next(
-        (e for e in reversed(dataset.info.get(EVALUATIONS_KEY, [])) if e.get("eval_key") == key),
-        None,
-    )
+    run_record = recorded_run(view, field) or {}
+    fingerprint = {
+        "gt_field": gt_field,
+        "groups": None if groups is None else groups.to_dict(),
+        "head": run_record.get("head"),
+        "settings": run_record.get("settings"),
+        "recorded": run_record.get("updated_at"),
+        "labelled": view.count(output_fields(field)["semantic"]),
+        "samples": sorted(view.values("id")),
+    }
+    marker = report_dir / "fingerprint.json"
     fresh = (
-        stored is not None
-        and stored.get("gt_field") == gt_field
-        and stored.get("updated_at", "") >= predicted
-        and key in dataset.list_evaluations()
+        marker.is_file()
+        and json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
+        and key in root_dataset(view).list_evaluations()
         and (report_dir / "report.json").is_file()
     )
     if fresh:
         data = json.loads((report_dir / "report.json").read_text())
         return EvaluationReport(**data), False
+    marker.unlink(missing_ok=True)
     result = evaluate(
         view,
         pred_field=field,
         gt_field=gt_field,
         eval_key=key,
         report=report_dir,
+        groups=groups,
         overwrite=True,
         progress=progress,
     )
+    marker.write_text(json.dumps(fingerprint, default=str))
     return result, True
 
 

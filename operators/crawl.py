@@ -5,6 +5,7 @@ import fiftyone.operators.types as types
 
 from .generate import int_param, show_dataset
 from .progress import progress_callback
+from .validation import classes_error, invalidate, name_error, path_error
 
 # Mirrors fiftyone_usam.sources.engines.ENGINES (not imported here: the entry stays light).
 _ENGINES = ["bing", "google", "baidu", "flickr", "urls"]
@@ -28,25 +29,29 @@ class CrawlOperator(foo.Operator):
         )
 
     def resolve_input(self, ctx):
+        params = ctx.params
         inputs = types.Object()
-        inputs.str(
+        classes = inputs.str(
             "classes",
             required=True,
             label="Classes",
             description='Comma-separated ("person,dog,potted plant") or an ontology YAML file '
             "on the server (its synonyms are searched too).",
         )
-        inputs.str("dataset", required=True, default="usam-crawled", label="Dataset")
+        invalidate(classes, classes_error(params.get("classes")))
+        dataset = inputs.str("dataset", required=True, default="usam-crawled", label="Dataset")
+        invalidate(dataset, name_error(params.get("dataset"), "dataset"))
         inputs.int("per_class", default=45, min=0, label="Images per class")
         inputs.enum("engine", _ENGINES, default="bing", label="Engine")
-        engine = ctx.params.get("engine", "bing")
+        engine = params.get("engine", "bing")
         if engine == "urls":
-            inputs.str(
+            urls_file = inputs.str(
                 "urls_file",
                 required=True,
                 label="URLs file",
                 description="On the server: one `class<TAB>url` per line.",
             )
+            invalidate(urls_file, path_error(params.get("urls_file"), "URLs file"))
         if engine == "flickr":
             inputs.str(
                 "flickr_api_key",

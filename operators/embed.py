@@ -4,6 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .progress import progress_callback
+from .validation import invalidate, new_store_error, path_error, sam_variant
 
 _VARIANTS = ["vit_b", "vit_l", "vit_h", "custom"]
 
@@ -19,6 +20,7 @@ class EmbedOperator(foo.Operator):
                 "embedding, masks and scores, for training a U-SAM head and predicting."
             ),
             icon="/assets/icon.svg",
+            dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=True,
@@ -27,7 +29,7 @@ class EmbedOperator(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.view_target(ctx)
-        inputs.enum(
+        sam = inputs.enum(
             "sam",
             _VARIANTS,
             default="vit_b",
@@ -35,18 +37,25 @@ class EmbedOperator(foo.Operator):
             description="vit_h is the most accurate, vit_b the fastest; custom: the variant "
             "described by <checkpoint-stem>.json beside the checkpoint.",
         )
-        inputs.str(
+        checkpoint = inputs.str(
             "checkpoint",
             label="Checkpoint (optional)",
             description="SAM weights on the server; a custom build needs a <stem>.json beside "
             "it. Default: the official checkpoint, found or downloaded.",
         )
-        inputs.str(
+        store = inputs.str(
             "store",
             label="Store directory (optional)",
             description="Where the embeddings go; an existing store is resumed. Default: "
             "<FiftyOne dataset dir>/usam/<dataset>/embeddings-<variant>-p<points>.",
         )
+        params = ctx.params
+        choice, weights = params.get("sam"), params.get("checkpoint")
+        invalidate(checkpoint, path_error(weights, "SAM checkpoint"))
+        variant, error = sam_variant(_variant(choice), weights, custom=choice == "custom")
+        invalidate(sam, error)
+        points = params.get("points_per_side", 10)
+        invalidate(store, new_store_error(params.get("store"), variant, points))
         tags = sorted(ctx.dataset.count_sample_tags()) if ctx.dataset else []
         if tags:
             inputs.enum("view_tag", tags, label="Only samples with tag (optional)")

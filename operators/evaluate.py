@@ -4,6 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .progress import progress_callback
+from .validation import invalidate
 
 
 class EvaluateOperator(foo.Operator):
@@ -17,6 +18,7 @@ class EvaluateOperator(foo.Operator):
                 "ground truth; stored as FiftyOne evaluations for the Model Evaluation panel."
             ),
             icon="/assets/icon.svg",
+            dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=False,
@@ -27,7 +29,11 @@ class EvaluateOperator(foo.Operator):
         inputs.view_target(ctx)
         preds, truths = _choices(ctx.dataset)
         if not preds or not truths:
-            missing = "predictions (run U-SAM: label images)" if not preds else "ground truth"
+            missing = (
+                "predictions (run U-SAM: label images with a trained head)"
+                if not preds
+                else "ground truth"
+            )
             inputs.view(
                 "nothing_to_evaluate",
                 types.Warning(
@@ -37,8 +43,7 @@ class EvaluateOperator(foo.Operator):
                 ),
             )
             prop = types.Property(inputs, view=types.View(label="U-SAM: evaluate"))
-            prop.invalid = True
-            return prop
+            return invalidate(prop, f"this dataset has no {missing}")
         inputs.enum(
             "pred_field",
             preds,
@@ -48,7 +53,7 @@ class EvaluateOperator(foo.Operator):
             description="A U-SAM prefix (both fields are scored) or one label field.",
         )
         default_gt = "ground_truth" if "ground_truth" in truths else truths[0]
-        inputs.enum(
+        gt = inputs.enum(
             "gt_field",
             truths,
             default=default_gt,
@@ -56,7 +61,7 @@ class EvaluateOperator(foo.Operator):
             label="Ground truth",
             description="A Segmentation field (255 = ignore) or Detections with masks.",
         )
-        inputs.str(
+        eval_key = inputs.str(
             "eval_key",
             label="Evaluation key (optional)",
             description="Default: <prefix>_eval (and <prefix>_eval_det for mAP50).",
@@ -69,6 +74,12 @@ class EvaluateOperator(foo.Operator):
         inputs.float("iou", default=0.5, min=0.01, max=1.0, label="Instance IoU (mAP)")
         inputs.float("boundary_tolerance", default=2.0, min=0.0, label="Boundary tolerance (px)")
         inputs.bool("overwrite", default=False, label="Redo an existing evaluation")
+        params = ctx.params
+        if params.get("gt_field") is not None and params.get("gt_field") == params.get(
+            "pred_field"
+        ):
+            invalidate(gt, "the ground truth and the predictions are the same field")
+        invalidate(eval_key, _eval_key_error(ctx.dataset, params))
         return types.Property(inputs, view=types.View(label="U-SAM: evaluate"))
 
     def execute(self, ctx):
@@ -123,6 +134,23 @@ def _choices(dataset):
     )
     prefixes = [n.removesuffix("_semantic") for n in labels if n.endswith("_semantic")]
     return prefixes + labels, labels
+
+
+def _eval_key_error(dataset, params):
+    """The evaluation key is an identifier, and new unless the evaluation is to be redone."""
+    pred = params.get("pred_field")
+    if not pred:
+        return None
+    key = params.get("eval_key") or f"{pred.removesuffix('_semantic')}_eval"
+    if not key.isidentifier():
+        return f"invalid evaluation key {key!r}: use letters, digits and underscores"
+    existing = [k for k in (key, f"{key}_det") if k in dataset.list_evaluations()]
+    if existing and not params.get("overwrite"):
+        return (
+            f"the dataset already has the evaluation {existing[0]!r}: tick Redo an existing "
+            "evaluation, or choose another evaluation key"
+        )
+    return None
 
 
 def _pct(value):

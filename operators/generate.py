@@ -4,6 +4,14 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .progress import progress_callback
+from .validation import (
+    classes_error,
+    invalidate,
+    multiple_of_8_error,
+    name_error,
+    pipeline_error,
+    prompt_error,
+)
 
 # Mirrors fiftyone_usam.sources.pipelines (not imported here: the plugin entry stays light).
 _DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
@@ -22,46 +30,55 @@ class GenerateOperator(foo.Operator):
                 "diffusers text-to-image model) into a labelled dataset; resumable."
             ),
             icon="/assets/icon.svg",
+            dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=True,
         )
 
     def resolve_input(self, ctx):
+        params = ctx.params
         inputs = types.Object()
-        inputs.str(
+        classes = inputs.str(
             "classes",
             required=True,
             label="Classes",
             description='Comma-separated ("person,dog,potted plant") or an ontology YAML file '
             "on the server.",
         )
-        inputs.str(
+        invalidate(classes, classes_error(params.get("classes")))
+        dataset = inputs.str(
             "dataset",
             required=True,
             default="usam-synthetic",
             label="Dataset",
             description="Created if absent; an existing one must hold the same classes.",
         )
+        invalidate(dataset, name_error(params.get("dataset"), "dataset"))
         inputs.int("per_class", default=200, min=0, label="Images per class")
-        inputs.str(
+        model = inputs.str(
             "model",
             default=_DEFAULT_MODEL,
             label="Model",
             description="Hugging Face Hub id, or a pipeline directory on the server.",
         )
-        inputs.str(
+        invalidate(model, pipeline_error(params.get("model")))
+        prompt = inputs.str(
             "prompt",
             default="a photo of a {}",
             label="Prompt",
             description="{} is the class name (classes with their own prompts keep them).",
         )
+        invalidate(prompt, prompt_error(params.get("prompt")))
         inputs.str("negative_prompt", label="Negative prompt (optional)")
         inputs.int("steps", default=50, min=1, label="Denoising steps")
         inputs.float("guidance", default=7.5, label="Guidance scale")
         inputs.enum("scheduler", _SCHEDULERS, default="default", label="Scheduler")
-        inputs.int("height", min=8, label="Height (optional)", description="Multiple of 8.")
-        inputs.int("width", min=8, label="Width (optional)", description="Multiple of 8.")
+        for side in ("height", "width"):
+            prop = inputs.int(
+                side, min=8, label=f"{side.title()} (optional)", description="Multiple of 8."
+            )
+            invalidate(prop, multiple_of_8_error(params.get(side), side))
         inputs.int("batch_size", default=4, min=1, label="Batch size")
         inputs.int("seed", default=0, label="Seed")
         inputs.str("images_dir", label="Images directory (optional)")

@@ -1,11 +1,28 @@
 """Operator: label the dataset's images with a trained head."""
 
+from pathlib import Path
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .progress import progress_callback
+from .validation import (
+    collision_error,
+    describe_spec,
+    existing_fields,
+    field_prefix_error,
+    invalidate,
+    path_error,
+    predicted_classes,
+    read_head,
+    read_store_spec,
+    recorded_store_specs,
+    show,
+    spec_differences,
+)
 
 _GRANULARITIES = ["best", "coarse", "medium", "fine", "all"]
+_LABEL = "U-SAM: label images with a trained head"
 
 
 class PredictOperator(foo.Operator):
@@ -13,12 +30,13 @@ class PredictOperator(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="predict",
-            label="U-SAM: label images with a trained head",
+            label=_LABEL,
             description=(
                 "Writes semantic masks, instances and a per-sample uncertainty for your "
                 "classes; reuses cached SAM embeddings when the dataset has them."
             ),
             icon="/assets/icon.svg",
+            dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=True,
@@ -27,14 +45,14 @@ class PredictOperator(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.view_target(ctx)
-        inputs.str(
+        head = inputs.str(
             "head",
             required=True,
             default=_newest_head(ctx),
             label="Head",
             description="A head checkpoint directory, or a `usam train --out` directory.",
         )
-        inputs.str(
+        field = inputs.str(
             "field",
             default="usam",
             required=True,
@@ -57,13 +75,25 @@ class PredictOperator(foo.Operator):
             description="best: SAM's pick; coarse: whole objects; fine: parts; all: NMS decides.",
         )
         inputs.bool("class_agnostic_nms", default=False, label="Class-agnostic NMS")
-        inputs.str(
+        groups = inputs.str(
             "groups",
             label="Superclass ontology (optional)",
             description="A YAML ontology with superclasses to merge the classes into.",
         )
-        inputs.bool("overwrite", default=False, label="Overwrite existing fields")
-        inputs.str(
+        inputs.bool(
+            "overwrite",
+            default=False,
+            label="Overwrite existing fields",
+            description="Replaces labels of another head or settings (other classes: only "
+            "when labelling the whole dataset).",
+        )
+        store = inputs.str(
+            "store",
+            label="Store directory (optional)",
+            description="The EmbeddingStore to read and add to. Default: the one recorded on "
+            "the dataset that fits the head.",
+        )
+        checkpoint = inputs.str(
             "checkpoint",
             label="SAM checkpoint (optional)",
             description="For images without cached embeddings; default: the official "
@@ -76,7 +106,10 @@ class PredictOperator(foo.Operator):
             "(for large images).",
         )
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
-        return types.Property(inputs, view=types.View(label="U-SAM: label images"))
+        invalidate(checkpoint, path_error(ctx.params.get("checkpoint"), "SAM checkpoint"))
+        invalidate(field, field_prefix_error(ctx.params.get("field", "usam")))
+        _check_head(ctx, inputs, {"head": head, "field": field, "groups": groups, "store": store})
+        return types.Property(inputs, view=types.View(label=_LABEL))
 
     def execute(self, ctx):
         from fiftyone_usam.inference.run import predict
@@ -93,6 +126,7 @@ class PredictOperator(foo.Operator):
             class_agnostic_nms=bool(params.get("class_agnostic_nms")),
             groups=params.get("groups") or None,
             overwrite=bool(params.get("overwrite")),
+            store=params.get("store") or None,
             checkpoint=params.get("checkpoint") or None,
             mask_dir=params.get("mask_dir") or None,
             device=params.get("device") or None,
@@ -120,3 +154,72 @@ def _newest_head(ctx):
         return None
     heads = ctx.dataset.info.get("usam_heads") or []
     return heads[-1]["path"] if heads else None
+
+
+def _check_head(ctx, inputs, props):
+    """The head loads; its classes fit the output fields; where its embeddings come from."""
+    params = ctx.params
+    if not params.get("head"):
+        return
+    metadata, error = read_head(params["head"])
+    if invalidate(props["head"], error).invalid:
+        return
+    classes, error = predicted_classes(metadata["classes"], params.get("groups"))
+    if invalidate(props["groups"], error).invalid:
+        return
+    field = params.get("field", "usam")
+    error = collision_error(
+        ctx.dataset,
+        field,
+        classes,
+        overwrite=bool(params.get("overwrite")),
+        whole_dataset=lambda: len(ctx.target_view()) == len(ctx.dataset),
+    )
+    existing = existing_fields(ctx.dataset, field)
+    if not invalidate(props["field"], error).invalid and existing and not params.get("overwrite"):
+        message = (
+            f"The dataset already has {', '.join(existing)}: a run with this head and these "
+            "settings goes on where it stopped; other settings need Overwrite."
+        )
+        show(inputs, "existing_fields", message, label="Output fields exist")
+    level, message = _embeddings_source(ctx.dataset, metadata, params.get("store"))
+    if level == "error":
+        invalidate(props["store"], message)
+    else:
+        show(inputs, "embeddings", message, label="SAM will run", warning=level == "warning")
+
+
+def _embeddings_source(dataset, metadata, store):
+    """``(level, message)``: whether the head's embeddings are cached, as `predict` decides."""
+    wanted = metadata.get("store_spec")
+    if store:
+        found = read_store_spec(store)
+        if found is None:
+            path = Path(store).expanduser()
+            return "notice", (
+                f"No EmbeddingStore at {path} yet: SAM will run for these images and store "
+                "their embeddings there."
+            )
+        diffs = spec_differences(wanted, found) if wanted else []
+        if diffs:
+            return "error", (
+                "this head was trained on embeddings of another kind than the store's ("
+                + "; ".join(diffs)
+                + "): choose the store of the head's SAM, or leave the store empty"
+            )
+        return None, None
+    if wanted is None:
+        return "error", (
+            "this head was trained from arrays of unknown origin, so it does not say which SAM "
+            "made its embeddings: give the EmbeddingStore to predict from"
+        )
+    specs = recorded_store_specs(dataset)
+    if wanted in specs:
+        return None, None
+    run = f"SAM ({describe_spec(wanted)}) will run for these images"
+    if specs:
+        return "warning", (
+            f"The embeddings recorded on this dataset ({describe_spec(specs[-1])}) are not "
+            f"the kind this head was trained on: {run}."
+        )
+    return "notice", f"No SAM embeddings are recorded on this dataset: {run}."

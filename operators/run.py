@@ -4,6 +4,17 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .generate import int_param
+from .validation import (
+    classes_error,
+    existing_fields,
+    field_prefix_error,
+    invalidate,
+    other_classes,
+    path_error,
+    pipeline_error,
+    sam_variant,
+    show,
+)
 
 _STAGES = ("training images", "embed training", "embed target", "train", "predict", "evaluate")
 
@@ -20,23 +31,24 @@ class RunOperator(foo.Operator):
                 "Finished stages are skipped on a re-run."
             ),
             icon="/assets/icon.svg",
+            dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=True,
         )
 
     def resolve_input(self, ctx):
-        import fiftyone as fo
-
+        params = ctx.params
         inputs = types.Object()
         inputs.view_target(ctx)
-        inputs.str(
+        classes = inputs.str(
             "classes",
             required=True,
             label="Classes",
             description='Comma-separated ("person,dog,potted plant") or an ontology YAML file '
             "on the server.",
         )
+        invalidate(classes, classes_error(params.get("classes")))
         inputs.enum(
             "source",
             ["synthetic", "crawl"],
@@ -50,21 +62,17 @@ class RunOperator(foo.Operator):
             label="Images per class (optional)",
             description="Default: 200 synthetic, 45 crawled.",
         )
-        inputs.enum(
+        _source_inputs(params, inputs)
+        sam = inputs.enum(
             "sam",
             ["vit_b", "vit_l", "vit_h"],
             label="SAM (optional)",
             description="Default: the variant described beside the checkpoint, else vit_b.",
         )
-        inputs.str("checkpoint", label="SAM checkpoint (optional)")
-        truths = []
-        if ctx.dataset is not None:
-            schema = ctx.dataset.get_field_schema()
-            truths = sorted(
-                name
-                for name, field in schema.items()
-                if getattr(field, "document_type", None) in (fo.Segmentation, fo.Detections)
-            )
+        checkpoint = inputs.str("checkpoint", label="SAM checkpoint (optional)")
+        invalidate(checkpoint, path_error(params.get("checkpoint"), "SAM checkpoint"))
+        invalidate(sam, sam_variant(params.get("sam"), params.get("checkpoint"))[1])
+        truths = _label_fields(ctx.dataset)
         if truths:
             inputs.enum(
                 "gt_field",
@@ -72,19 +80,9 @@ class RunOperator(foo.Operator):
                 label="Ground truth (optional)",
                 description="Evaluate the labels against this field.",
             )
-        inputs.str("field", default="usam", required=True, label="Output field prefix")
-        inputs.str(
-            "model",
-            label="Diffusion model (optional)",
-            description="Hub id or directory; default Stable Diffusion v1.4.",
-        )
-        inputs.enum(
-            "engine",
-            ["bing", "google", "baidu", "flickr", "urls"],
-            default="bing",
-            label="Crawl engine",
-        )
-        inputs.str("urls_file", label="URLs file (for the urls engine)")
+        field = inputs.str("field", default="usam", required=True, label="Output field prefix")
+        invalidate(field, field_prefix_error(params.get("field", "usam")))
+        _existing_labels(ctx, inputs)
         inputs.int("epochs", min=1, label="Training epochs (optional)")
         inputs.str("workdir", label="Work directory (optional)")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
@@ -133,3 +131,63 @@ class RunOperator(foo.Operator):
         outputs = types.Object()
         outputs.str("summary", label="Result")
         return types.Property(outputs)
+
+
+def _source_inputs(params, inputs):
+    """The diffusion model for synthetic images; the engine (and URLs file) for crawling."""
+    if params.get("source", "synthetic") == "synthetic":
+        model = inputs.str(
+            "model",
+            label="Diffusion model (optional)",
+            description="Hub id or directory; default Stable Diffusion v1.4.",
+        )
+        invalidate(model, pipeline_error(params.get("model")))
+        return
+    engines = ["bing", "google", "baidu", "flickr", "urls"]
+    inputs.enum("engine", engines, default="bing", label="Crawl engine")
+    if params.get("engine", "bing") == "urls":
+        urls_file = inputs.str(
+            "urls_file",
+            required=True,
+            label="URLs file",
+            description="On the server: one `class<TAB>url` per line.",
+        )
+        invalidate(urls_file, path_error(params.get("urls_file"), "URLs file"))
+
+
+def _label_fields(dataset):
+    """The dataset's Segmentation and Detections fields (ground-truth choices)."""
+    if dataset is None:
+        return []
+    import fiftyone as fo
+
+    return sorted(
+        name
+        for name, field in dataset.get_field_schema().items()
+        if getattr(field, "document_type", None) in (fo.Segmentation, fo.Detections)
+    )
+
+
+def _existing_labels(ctx, inputs):
+    """Says when the output fields exist: the chain replaces only labels it wrote itself."""
+    params = ctx.params
+    field = params.get("field", "usam")
+    existing = existing_fields(ctx.dataset, field)
+    if not existing or classes_error(params.get("classes")) or not params.get("classes"):
+        return
+    from fiftyone_usam.ontology import load_ontology
+
+    held = other_classes(ctx.dataset, field, load_ontology(params["classes"]).names)
+    if held is not None:
+        message = (
+            f"{field}_semantic holds the classes {held}. The chain replaces them only if an "
+            "earlier run of it wrote them on the whole dataset; otherwise it stops at predict, "
+            "after training: choose another output field prefix to be sure."
+        )
+    else:
+        message = (
+            f"The dataset already has {', '.join(existing)}: the chain goes on from them, or "
+            "replaces them if an earlier run of it wrote them; labels from elsewhere stop it "
+            "at predict (choose another output field prefix)."
+        )
+    show(inputs, "existing_fields", message, label="Output fields exist", warning=True)

@@ -4,6 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .progress import progress_callback
+from .validation import classes_error, invalidate, teacher_error, training_store_error
 
 _STAGES = ["both", "teacher", "student"]
 
@@ -19,6 +20,7 @@ class TrainOperator(foo.Operator):
                 "training image: an MIL teacher, then a student distilled from it."
             ),
             icon="/assets/icon.svg",
+            dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=True,
@@ -49,24 +51,28 @@ class TrainOperator(foo.Operator):
                     description="The head learns from one fo.Classification per image.",
                 ),
             )
-        inputs.str(
+        store = inputs.str(
             "store",
             label="Store directory (optional)",
             description="The dataset's EmbeddingStore. Default: the one `embed` recorded.",
         )
+        invalidate(store, training_store_error(ctx.dataset, ctx.params.get("store")))
         inputs.str(
             "out",
             label="Output directory (optional)",
             description="Gets teacher/ and student/ checkpoints. Default: "
             "<FiftyOne dataset dir>/usam/<dataset>/head.",
         )
-        inputs.enum("stage", _STAGES, default="both", label="Stage")
-        inputs.str(
+        stage = inputs.enum("stage", _STAGES, default="both", label="Stage")
+        params = ctx.params
+        invalidate(stage, teacher_error(ctx.dataset, params.get("stage"), params.get("out")))
+        classes = inputs.str(
             "classes",
             label="Classes (optional)",
             description="Ontology YAML file or comma-separated names, fixing the class order. "
             "Default: the ontology stored by generate/crawl, else the distinct labels, sorted.",
         )
+        invalidate(classes, classes_error(ctx.params.get("classes") or None))
         inputs.bool(
             "superclasses",
             default=False,
@@ -76,7 +82,10 @@ class TrainOperator(foo.Operator):
         inputs.int("epochs", default=100, min=1, label="Most epochs per stage")
         inputs.int("seed", default=0, label="Seed")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
-        return types.Property(inputs, view=types.View(label="U-SAM: train the semantic head"))
+        prop = types.Property(inputs, view=types.View(label="U-SAM: train the semantic head"))
+        if not fields:
+            invalidate(prop, "the dataset has no fo.Classification field to learn from")
+        return prop
 
     def execute(self, ctx):
         from fiftyone_usam.head.run import train_head

@@ -64,6 +64,11 @@ from fiftyone_usam.cli.common import device_option, view_tag_option
 )
 @click.option("--points-per-side", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Head training epochs.")
+@click.option(
+    "--superclasses",
+    is_flag=True,
+    help="Train on the ontology's superclasses, and score the ground truth by superclass.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the head's.")
 @view_tag_option

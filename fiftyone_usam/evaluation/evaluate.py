@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ from fiftyone_usam.progress import Progress, ProgressCallback
 if TYPE_CHECKING:
     import fiftyone as fo
 
+    from fiftyone_usam.ontology import Ontology
+
 logger = logging.getLogger(__name__)
 
 EVALUATIONS_KEY = "usam_evaluations"
@@ -64,6 +67,9 @@ class _Side:
     kind: str  # "semantic" | "instances"
     targets: dict[int, str]
     instances: str | None  # the instances field for mAP, if any
+    rename: dict[str, str] = dataclass_field(
+        default_factory=dict
+    )  # class -> superclass (ground truth)
 
 
 def evaluate(
@@ -78,6 +84,7 @@ def evaluate(
     iou: float = 0.5,
     boundary_tolerance: float = DEFAULT_BOUNDARY_TOLERANCE,
     class_agnostic: bool | None = None,
+    groups: str | Path | Ontology | None = None,
     overwrite: bool = False,
     progress: bool | ProgressCallback | None = None,
 ) -> EvaluationReport:
@@ -98,6 +105,9 @@ def evaluate(
         boundary_tolerance: pixels within which boundaries match, for boundary F.
         class_agnostic: score "any object" vs background only (default: when the prediction's
             only class is ``foreground``, as the Otsu baseline's); mAP is then not computed.
+        groups: an ontology with superclasses: ground-truth classes are scored as their
+            superclass (for a head trained on superclasses, e.g. VOC's five). Instance ground
+            truth is then copied, relabelled, to ``<eval_key>_gt_instances``.
         overwrite: replace an existing evaluation with the same key.
         progress: True for a bar, False for none, None for FiftyOne's default, or a callable.
 
@@ -109,9 +119,12 @@ def evaluate(
     root = root_dataset(view)
     pred = _pred_side(root, pred_field)
     gt = _gt_side(root, gt_field, gt_instances_field, view)
+    rename = _superclass_of(groups) if groups is not None else {}
     key = eval_key or f"{_prefix(pred_field, pred)}_eval"
     det_key = f"{key}_det"
     _check_key(root, key, det_key, overwrite)
+    if rename:
+        gt = _grouped(view, gt, rename, f"{key}_gt_instances")
     if class_agnostic is None:
         class_agnostic = [v for k, v in pred.targets.items() if k != 0] == ["foreground"]
     space = class_space(pred.targets, gt.targets, class_agnostic)
@@ -200,6 +213,8 @@ def _score(
     ignored = 0
     pred_ids = {name: value for value, name in pred.targets.items()}
     gt_ids = {name: value for value, name in gt.targets.items()}
+    if gt.kind == "instances" and gt.rename:  # fine labels are drawn as their superclass
+        gt_ids = {fine: gt_ids[group] for fine, group in gt.rename.items() if group in gt_ids}
     bar = Progress(progress, len(view), "evaluate")
     samples = (
         view.iter_samples(autosave=True, batch_size=_SAVE_BATCH)
@@ -343,6 +358,43 @@ def _fiftyone_detection_run(
         }
 
 
+def _superclass_of(groups: str | Path | Ontology) -> dict[str, str]:
+    """Class name -> superclass name, from an ontology with superclasses."""
+    from fiftyone_usam.ontology import load_ontology
+
+    ontology = load_ontology(groups)
+    rename = {spec.name: spec.superclass for spec in ontology.classes if spec.superclass}
+    if not rename:
+        raise ConfigError(
+            "groups: the ontology gives no superclasses (add `superclass:` to its classes)"
+        )
+    return {k: v for k, v in rename.items() if v is not None}
+
+
+def _grouped(view: fo.DatasetView, gt: _Side, rename: dict[str, str], target: str) -> _Side:
+    """The ground truth scored by superclass; relabelled instances go to ``target``."""
+    from fiftyone_usam.evaluation.alignment import normalise_name
+
+    by_key = {normalise_name(k): v for k, v in rename.items()}
+
+    def group(name: str) -> str:
+        return by_key.get(normalise_name(name), name)
+
+    targets = {k: (v if k == 0 else group(v)) for k, v in gt.targets.items()}
+    fine = {v: group(v) for k, v in gt.targets.items() if k != 0}
+    instances = gt.instances
+    if instances is not None:
+        for sample in view.iter_samples(autosave=True, batch_size=_SAVE_BATCH):
+            detections = sample[instances]
+            if detections is not None:
+                detections = detections.copy()
+                for det in detections.detections:
+                    det.label = group(det.label or "")
+            sample[target] = detections
+        instances = target
+    return replace(gt, targets=targets, instances=instances, rename=fine)
+
+
 def _pred_side(dataset: fo.Dataset, pred_field: str) -> _Side:
     semantic, instances = f"{pred_field}_semantic", f"{pred_field}_instances"
     if _kind(dataset, semantic) == "semantic":
@@ -443,7 +495,7 @@ def _check_key(dataset: fo.Dataset, key: str, det_key: str, overwrite: bool) -> 
         )
     for k in existing:
         dataset.delete_evaluation(k)
-    for name in (f"{key}_gt", f"{key}_pred"):
+    for name in (f"{key}_gt", f"{key}_pred", f"{key}_gt_instances"):
         if dataset.has_field(name):
             dataset.delete_sample_field(name)
             dataset.mask_targets.pop(name, None)

@@ -244,3 +244,30 @@ def test_evaluate_operator_shows_miou_and_map(plugins_dir, planted):
     assert result.result["mIoU"] == f"{100 * MIOU:.2f}"
     assert result.result["mAP50"] == "50.00"
     assert "usam_eval" in planted.list_evaluations()
+
+
+def test_ground_truth_can_be_scored_by_superclass(planted, tmp_path):
+    """A head trained on superclasses: cat and dog are both 'animals' in the ground truth."""
+    import fiftyone as fo
+
+    for sample in planted:
+        animals = region_map({1: CAT})
+        animals[DOG_SHIFTED_1] = 1
+        sample["super_semantic"] = fo.Segmentation(mask=animals)
+        sample["super_instances"] = fo.Detections(
+            detections=[detection("animals", CAT, 0.9), detection("animals", DOG, 0.7)]
+        )
+        sample.save()
+    planted.mask_targets["super_semantic"] = {0: "background", 1: "animals"}
+    planted.save()
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("classes: [cat, dog]\nsuperclasses:\n  animals: [cat, dog]\n")
+    report = evaluate(planted, pred_field="super", gt_field="ground_truth", groups=groups)
+    assert report.classes == ["background", "animals"]
+    # animals: 20 (cat, 5 ignored) + 25 (dog) true px; predicted cat exact + dog one column off
+    assert report.per_class_iou["animals"] == pytest.approx(40 / 50)
+    assert report.per_class_iou["background"] == BG_IOU
+    assert report.map50 == pytest.approx(1.0)  # both animals found
+    labels = planted.distinct("super_eval_gt_instances.detections.label")
+    assert labels == ["animals"]
+    assert planted.distinct("ground_truth_instances.detections.label") == ["cat", "dog"]
