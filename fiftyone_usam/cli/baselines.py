@@ -6,11 +6,18 @@ from pathlib import Path
 
 import click
 
-from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_option
+from fiftyone_usam.cli.common import (
+    device_option,
+    echo_problems,
+    granularity_option,
+    mask_dir_option,
+    nms_iou_option,
+    overwrite_option,
+    view_tag_option,
+)
 from fiftyone_usam.evaluation.baselines import SAM_CLIP_THRESHOLD
 from fiftyone_usam.evaluation.clip_backend import DEFAULT_CLIP_MODEL
 from fiftyone_usam.evaluation.run_baselines import METHODS
-from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
 
 
 @click.command("baseline")
@@ -46,20 +53,8 @@ from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
     show_default=True,
     help="sam-clip: minimum CLIP class probability of a mask; below it, background.",
 )
-@click.option(
-    "--nms-iou",
-    type=click.FloatRange(0, 1),
-    default=DEFAULT_NMS_IOU,
-    show_default=True,
-    help="sam-clip: mask IoU above which the less confident of two masks is dropped.",
-)
-@click.option(
-    "--granularity",
-    type=click.Choice(list(GRANULARITIES)),
-    default="best",
-    show_default=True,
-    help="sam-clip: which of SAM's 3 masks per point, as in `usam predict`.",
-)
+@nms_iou_option("sam-clip: mask IoU above which the less confident of two masks is dropped.")
+@granularity_option("sam-clip: which of SAM's 3 masks per point, as in `usam predict`.")
 @click.option(
     "--class-agnostic-nms", is_flag=True, help="sam-clip: suppress overlaps across classes too."
 )
@@ -85,13 +80,8 @@ from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
     help="sam-clip: SAM prompt grid when a new store is made.",
 )
 @view_tag_option
-@click.option("--overwrite", is_flag=True, help="Replace existing output fields.")
-@click.option(
-    "--mask-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Write masks as PNG files here instead of into the samples (for large images).",
-)
+@overwrite_option
+@mask_dir_option
 @device_option
 @click.option(
     "--clip-batch-size",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import click
 
 MAX_SHOWN = 20
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 device_option = click.option(
     "--device",
@@ -14,6 +17,44 @@ device_option = click.option(
     help="torch device, e.g. cpu, cuda, cuda:1. Default: cuda if available, else cpu.",
 )
 view_tag_option = click.option("--view-tag", default=None, help="Only the samples with this tag.")
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing output fields.")
+mask_dir_option = click.option(
+    "--mask-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write masks as PNG files here instead of into the samples (for large images).",
+)
+GRANULARITY_HELP = (
+    "Which of SAM's 3 masks per point: best (SAM's highest predicted IoU), coarse (the "
+    "largest: whole objects), medium, fine (the smallest: parts), or all (NMS decides)."
+)
+NMS_IOU_HELP = "Mask IoU above which the less confident of two overlapping masks is dropped."
+
+
+def granularity_option(help: str = GRANULARITY_HELP) -> Decorator:
+    """``--granularity``: which of SAM's multimask outputs feed a predictor."""
+    from fiftyone_usam.inference.predictor import GRANULARITIES
+
+    return click.option(
+        "--granularity",
+        type=click.Choice(list(GRANULARITIES)),
+        default="best",
+        show_default=True,
+        help=help,
+    )
+
+
+def nms_iou_option(help: str = NMS_IOU_HELP) -> Decorator:
+    """``--nms-iou``: the mask-NMS IoU threshold."""
+    from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU
+
+    return click.option(
+        "--nms-iou",
+        type=click.FloatRange(0, 1),
+        default=DEFAULT_NMS_IOU,
+        show_default=True,
+        help=help,
+    )
 
 
 def echo_problems(title: str, problems: Mapping[str, str]) -> None:

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import click
 
-from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_option
-from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
+from fiftyone_usam.cli.common import (
+    device_option,
+    echo_problems,
+    granularity_option,
+    mask_dir_option,
+    nms_iou_option,
+    overwrite_option,
+    view_tag_option,
+)
 
 
 @click.command("predict")
@@ -31,28 +38,15 @@ from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
     default=None,
     help="Minimum class probability of a mask; below it, background. Default: the head's own.",
 )
-@click.option(
-    "--nms-iou",
-    type=click.FloatRange(0, 1),
-    default=DEFAULT_NMS_IOU,
-    show_default=True,
-    help="Mask IoU above which the less confident of two overlapping masks is dropped.",
-)
-@click.option(
-    "--granularity",
-    type=click.Choice(list(GRANULARITIES)),
-    default="best",
-    show_default=True,
-    help="Which of SAM's 3 masks per point: best (SAM's highest predicted IoU), coarse (the "
-    "largest: whole objects), medium, fine (the smallest: parts), or all (NMS decides).",
-)
+@nms_iou_option()
+@granularity_option()
 @click.option("--class-agnostic-nms", is_flag=True, help="Suppress overlaps across classes too.")
 @click.option(
     "--groups",
     default=None,
     help="Ontology YAML with superclasses: merge the head's classes into them.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace existing output fields.")
+@overwrite_option
 @click.option(
     "--store",
     type=click.Path(file_okay=False, path_type=Path),
@@ -67,12 +61,7 @@ from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
     default=None,
     help="SAM weights for samples not in the store. Default: the official checkpoint.",
 )
-@click.option(
-    "--mask-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Write masks as PNG files here instead of into the samples (for large images).",
-)
+@mask_dir_option
 @device_option
 @click.option(
     "--batch-size",
