@@ -385,7 +385,7 @@ def _train(
     ids = sorted(view.values("id"))
     key_data = {
         "classes": names,
-        "superclasses": ontology.superclasses if superclasses else None,
+        "superclasses": ontology.superclasses() if superclasses else None,
         "images": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
         "store": json.loads((store / "spec.json").read_text()),
         "epochs": epochs,

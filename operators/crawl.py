@@ -4,7 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .generate import int_param, show_dataset
-from .progress import progress_callback
+from .progress import progress_callback, usam_config
 from .validation import classes_error, invalidate, name_error, path_error
 
 # Mirrors fiftyone_usam.sources.engines.ENGINES (not imported here: the entry stays light).
@@ -14,18 +14,13 @@ _ENGINES = ["bing", "google", "baidu", "flickr", "urls"]
 class CrawlOperator(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="crawl",
-            label="U-SAM: crawl training images from the web",
-            description=(
+        return usam_config(
+            "crawl",
+            "crawl training images from the web",
+            (
                 "Downloads images of each class you name from a search engine or a list of URLs "
                 "into a labelled dataset, keeping only valid, new images."
             ),
-            icon="/assets/icon.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
         )
 
     def resolve_input(self, ctx):

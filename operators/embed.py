@@ -3,8 +3,9 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .progress import progress_callback
-from .validation import invalidate, new_store_error, path_error, sam_variant
+from .artifacts import new_store_error
+from .progress import progress_callback, usam_config
+from .validation import invalidate, no_dataset_form, path_error, sam_variant
 
 _VARIANTS = ["vit_b", "vit_l", "vit_h", "custom"]
 
@@ -12,21 +13,18 @@ _VARIANTS = ["vit_b", "vit_l", "vit_h", "custom"]
 class EmbedOperator(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="embed",
-            label="U-SAM: compute SAM mask embeddings",
-            description=(
+        return usam_config(
+            "embed",
+            "compute SAM mask embeddings",
+            (
                 "Runs SAM on a grid of point prompts per image and stores each mask's "
                 "embedding, masks and scores, for training a U-SAM head and predicting."
             ),
-            icon="/assets/icon.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
         )
 
     def resolve_input(self, ctx):
+        if form := no_dataset_form(ctx, "U-SAM: compute SAM mask embeddings"):
+            return form
         inputs = types.Object()
         inputs.view_target(ctx)
         sam = inputs.enum(
@@ -52,7 +50,9 @@ class EmbedOperator(foo.Operator):
         params = ctx.params
         choice, weights = params.get("sam"), params.get("checkpoint")
         invalidate(checkpoint, path_error(weights, "SAM checkpoint"))
-        variant, error = sam_variant(_variant(choice), weights, custom=choice == "custom")
+        variant, error = sam_variant(
+            _variant(choice), weights, custom=choice == "custom", described_choice="custom"
+        )
         invalidate(sam, error)
         points = params.get("points_per_side", 10)
         invalidate(store, new_store_error(params.get("store"), variant, points))

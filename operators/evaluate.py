@@ -3,28 +3,26 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .progress import progress_callback
-from .validation import invalidate
+from .progress import progress_callback, usam_config
+from .validation import invalidate, no_dataset_form
 
 
 class EvaluateOperator(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="evaluate",
-            label="U-SAM: evaluate predictions",
-            description=(
+        return usam_config(
+            "evaluate",
+            "evaluate predictions",
+            (
                 "mIoU (PASCAL VOC convention), mAP50 on instance masks and boundary F against "
                 "ground truth; stored as FiftyOne evaluations for the Model Evaluation panel."
             ),
-            icon="/assets/icon.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=False,
+            delegated=False,
         )
 
     def resolve_input(self, ctx):
+        if form := no_dataset_form(ctx, "U-SAM: evaluate"):
+            return form
         inputs = types.Object()
         inputs.view_target(ctx)
         preds, truths = _choices(ctx.dataset)

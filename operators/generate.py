@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .progress import progress_callback
+from .progress import progress_callback, usam_config
 from .validation import (
     classes_error,
     invalidate,
@@ -22,18 +22,13 @@ _PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 class GenerateOperator(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="generate",
-            label="U-SAM: generate training images",
-            description=(
+        return usam_config(
+            "generate",
+            "generate training images",
+            (
                 "Makes training images of each class you name with Stable Diffusion (or any "
                 "diffusers text-to-image model) into a labelled dataset; resumable."
             ),
-            icon="/assets/icon.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
         )
 
     def resolve_input(self, ctx):

@@ -5,20 +5,23 @@ from pathlib import Path
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .progress import progress_callback
-from .validation import (
-    collision_error,
+from .artifacts import (
     describe_spec,
-    existing_fields,
-    field_prefix_error,
-    invalidate,
-    path_error,
     predicted_classes,
     read_head,
     read_store_spec,
     recorded_store_specs,
-    show,
     spec_differences,
+)
+from .progress import progress_callback, usam_config
+from .validation import (
+    collision_error,
+    existing_fields,
+    field_prefix_error,
+    invalidate,
+    no_dataset_form,
+    path_error,
+    show,
 )
 
 _GRANULARITIES = ["best", "coarse", "medium", "fine", "all"]
@@ -28,21 +31,18 @@ _LABEL = "U-SAM: label images with a trained head"
 class PredictOperator(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="predict",
-            label=_LABEL,
-            description=(
+        return usam_config(
+            "predict",
+            _LABEL.removeprefix("U-SAM: "),
+            (
                 "Writes semantic masks, instances and a per-sample uncertainty for your "
                 "classes; reuses cached SAM embeddings when the dataset has them."
             ),
-            icon="/assets/icon.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
         )
 
     def resolve_input(self, ctx):
+        if form := no_dataset_form(ctx, _LABEL):
+            return form
         inputs = types.Object()
         inputs.view_target(ctx)
         head = inputs.str(
@@ -168,13 +168,7 @@ def _check_head(ctx, inputs, props):
     if invalidate(props["groups"], error).invalid:
         return
     field = params.get("field", "usam")
-    error = collision_error(
-        ctx.dataset,
-        field,
-        classes,
-        overwrite=bool(params.get("overwrite")),
-        whole_dataset=lambda: len(ctx.target_view()) == len(ctx.dataset),
-    )
+    error = collision_error(ctx, field, classes, overwrite=bool(params.get("overwrite")))
     existing = existing_fields(ctx.dataset, field)
     if not invalidate(props["field"], error).invalid and existing and not params.get("overwrite"):
         message = (

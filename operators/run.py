@@ -4,11 +4,14 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .generate import int_param
+from .progress import usam_config
 from .validation import (
     classes_error,
+    collision_error,
     existing_fields,
     field_prefix_error,
     invalidate,
+    no_dataset_form,
     other_classes,
     path_error,
     pipeline_error,
@@ -22,22 +25,19 @@ _STAGES = ("training images", "embed training", "embed target", "train", "predic
 class RunOperator(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="run",
-            label="U-SAM: label this dataset from class names (whole chain)",
-            description=(
+        return usam_config(
+            "run",
+            "label this dataset from class names (whole chain)",
+            (
                 "Generates or crawls training images, embeds them and this dataset with SAM, "
                 "trains the head, labels the dataset and evaluates it if it has ground truth. "
                 "Finished stages are skipped on a re-run."
             ),
-            icon="/assets/icon.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
         )
 
     def resolve_input(self, ctx):
+        if form := no_dataset_form(ctx, "U-SAM: label from class names"):
+            return form
         params = ctx.params
         inputs = types.Object()
         inputs.view_target(ctx)
@@ -80,9 +80,22 @@ class RunOperator(foo.Operator):
                 label="Ground truth (optional)",
                 description="Evaluate the labels against this field.",
             )
+        inputs.bool(
+            "superclasses",
+            default=False,
+            label="Label superclasses",
+            description="Train on the ontology's superclasses (e.g. animals), and score the "
+            "ground truth by superclass.",
+        )
         field = inputs.str("field", default="usam", required=True, label="Output field prefix")
+        inputs.bool(
+            "overwrite",
+            default=False,
+            label="Overwrite existing fields",
+            description="Replace prediction fields this chain did not write.",
+        )
         invalidate(field, field_prefix_error(params.get("field", "usam")))
-        _existing_labels(ctx, inputs)
+        invalidate(field, _existing_labels(ctx, inputs))
         inputs.int("epochs", min=1, label="Training epochs (optional)")
         inputs.str("workdir", label="Work directory (optional)")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
@@ -114,6 +127,8 @@ class RunOperator(foo.Operator):
             workdir=params.get("workdir") or None,
             points_per_side=int_param(params, "points_per_side", 10),
             threshold=params.get("threshold"),
+            superclasses=bool(params.get("superclasses")),
+            overwrite=bool(params.get("overwrite")),
             device=params.get("device") or None,
             progress=progress,
         )
@@ -169,25 +184,33 @@ def _label_fields(dataset):
 
 
 def _existing_labels(ctx, inputs):
-    """Says when the output fields exist: the chain replaces only labels it wrote itself."""
+    """Checks the output fields (an error, returned, or a warning, shown): the chain replaces
+    its own earlier labels, others only with Overwrite; other classes only on the whole dataset.
+    """
     params = ctx.params
     field = params.get("field", "usam")
     existing = existing_fields(ctx.dataset, field)
-    if not existing or classes_error(params.get("classes")) or not params.get("classes"):
-        return
+    if not existing or not params.get("classes") or classes_error(params["classes"]):
+        return None
     from fiftyone_usam.ontology import load_ontology
 
-    held = other_classes(ctx.dataset, field, load_ontology(params["classes"]).names)
+    ontology = load_ontology(params["classes"])
+    if params.get("superclasses"):
+        ontology = ontology.to_superclasses()
+    if params.get("overwrite"):
+        return collision_error(ctx, field, ontology.names, overwrite=True)
+    held = other_classes(ctx.dataset, field, ontology.names)
     if held is not None:
         message = (
             f"{field}_semantic holds the classes {held}. The chain replaces them only if an "
             "earlier run of it wrote them on the whole dataset; otherwise it stops at predict, "
-            "after training: choose another output field prefix to be sure."
+            "after training: tick Overwrite, or choose another output field prefix."
         )
     else:
         message = (
             f"The dataset already has {', '.join(existing)}: the chain goes on from them, or "
             "replaces them if an earlier run of it wrote them; labels from elsewhere stop it "
-            "at predict (choose another output field prefix)."
+            "at predict unless you tick Overwrite."
         )
     show(inputs, "existing_fields", message, label="Output fields exist", warning=True)
+    return None

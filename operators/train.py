@@ -3,8 +3,9 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .progress import progress_callback
-from .validation import classes_error, invalidate, teacher_error, training_store_error
+from .artifacts import teacher_error, training_store_error
+from .progress import progress_callback, usam_config
+from .validation import classes_error, invalidate, no_dataset_form
 
 _STAGES = ["both", "teacher", "student"]
 
@@ -12,51 +13,28 @@ _STAGES = ["both", "teacher", "student"]
 class TrainOperator(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="train",
-            label="U-SAM: train the semantic head",
-            description=(
+        return usam_config(
+            "train",
+            "train the semantic head",
+            (
                 "Learns which SAM masks show which of your classes, from one label per "
                 "training image: an MIL teacher, then a student distilled from it."
             ),
-            icon="/assets/icon.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
         )
 
     def resolve_input(self, ctx):
-        import fiftyone as fo
-
+        if form := no_dataset_form(ctx, "U-SAM: train the semantic head"):
+            return form
+        params = ctx.params
         inputs = types.Object()
         inputs.view_target(ctx)
-        fields = []
-        if ctx.dataset is not None:
-            fields = sorted(ctx.dataset.get_field_schema(embedded_doc_type=fo.Classification))
-        if fields:
-            default = "ground_truth" if "ground_truth" in fields else fields[0]
-            inputs.enum(
-                "label_field",
-                fields,
-                default=default,
-                label="Label field",
-                description="The fo.Classification field with each image's class.",
-            )
-        else:
-            inputs.view(
-                "no_labels",
-                types.Warning(
-                    label="No fo.Classification field",
-                    description="The head learns from one fo.Classification per image.",
-                ),
-            )
+        has_labels = _label_field(ctx.dataset, inputs)
         store = inputs.str(
             "store",
             label="Store directory (optional)",
             description="The dataset's EmbeddingStore. Default: the one `embed` recorded.",
         )
-        invalidate(store, training_store_error(ctx.dataset, ctx.params.get("store")))
+        invalidate(store, training_store_error(ctx.dataset, params.get("store")))
         inputs.str(
             "out",
             label="Output directory (optional)",
@@ -64,7 +42,6 @@ class TrainOperator(foo.Operator):
             "<FiftyOne dataset dir>/usam/<dataset>/head.",
         )
         stage = inputs.enum("stage", _STAGES, default="both", label="Stage")
-        params = ctx.params
         invalidate(stage, teacher_error(ctx.dataset, params.get("stage"), params.get("out")))
         classes = inputs.str(
             "classes",
@@ -72,7 +49,7 @@ class TrainOperator(foo.Operator):
             description="Ontology YAML file or comma-separated names, fixing the class order. "
             "Default: the ontology stored by generate/crawl, else the distinct labels, sorted.",
         )
-        invalidate(classes, classes_error(ctx.params.get("classes") or None))
+        invalidate(classes, classes_error(params.get("classes") or None))
         inputs.bool(
             "superclasses",
             default=False,
@@ -83,7 +60,7 @@ class TrainOperator(foo.Operator):
         inputs.int("seed", default=0, label="Seed")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
         prop = types.Property(inputs, view=types.View(label="U-SAM: train the semantic head"))
-        if not fields:
+        if not has_labels:
             invalidate(prop, "the dataset has no fo.Classification field to learn from")
         return prop
 
@@ -121,3 +98,27 @@ class TrainOperator(foo.Operator):
         outputs.str("summary", label="Result")
         outputs.str("out", label="Head directory")
         return types.Property(outputs)
+
+
+def _label_field(dataset, inputs):
+    """The choice of fo.Classification field, or a warning that there is none (then False)."""
+    import fiftyone as fo
+
+    fields = sorted(dataset.get_field_schema(embedded_doc_type=fo.Classification))
+    if not fields:
+        inputs.view(
+            "no_labels",
+            types.Warning(
+                label="No fo.Classification field",
+                description="The head learns from one fo.Classification per image.",
+            ),
+        )
+        return False
+    inputs.enum(
+        "label_field",
+        fields,
+        default="ground_truth" if "ground_truth" in fields else fields[0],
+        label="Label field",
+        description="The fo.Classification field with each image's class.",
+    )
+    return True

@@ -3,27 +3,15 @@
 The App resolves a dynamic operator's form again at every change of its values, and FiftyOne
 validates the resolved form before running it (and again when a worker runs a delegated one).
 So these checks read only small things: the dataset's schema and info, an ontology file, a
-head's ``head.json``, a store's ``spec.json``; never weights or images. Each returns what is
-wrong as a message for the form, or None. The library is imported inside the functions: the
-plugin entry is imported whenever FiftyOne builds its operator registry.
+head's ``head.json``, a store's ``spec.json`` (see `artifacts`); never weights or images. Each
+returns what is wrong as a message for the form, or None. The library is imported inside the
+functions: the plugin entry is imported whenever FiftyOne builds its operator registry.
 """
 
-import json
 from pathlib import Path
 
 import fiftyone.operators.types as types
 
-# Mirror fiftyone_usam.head.checkpoint and fiftyone_usam.head.classifier, which import torch.
-HEAD_METADATA = "head.json"
-HEAD_STAGES = ("student", "teacher")
-HEAD_FORMAT = "usam-head"
-COMPATIBILITY_FIELDS = (
-    "sam_variant",
-    "checkpoint_sha256",
-    "encoder_input_size",
-    "embedding_dim",
-    "points_per_side",
-)
 ONTOLOGY_SUFFIXES = (".yaml", ".yml", ".json")  # as fiftyone_usam.ontology.load_ontology
 
 
@@ -40,6 +28,16 @@ def show(inputs, name, message, *, label, warning=False):
     if message:
         view = types.Warning if warning else types.Notice
         inputs.view(name, view(label=label, description=message))
+
+
+def no_dataset_form(ctx, label):
+    """For an operator on the App's dataset: a form saying to open one when none is, else None."""
+    if ctx.dataset is not None:
+        return None
+    inputs = types.Object()
+    message = "open a dataset in the App first: this operator works on its samples"
+    inputs.view("no_dataset", types.Warning(label="No dataset", description=message))
+    return invalidate(types.Property(inputs, view=types.View(label=label)), message)
 
 
 def classes_error(value):
@@ -100,7 +98,7 @@ def prompt_error(prompt):
     return None
 
 
-def sam_variant(sam, checkpoint, *, custom=False):
+def sam_variant(sam, checkpoint, *, custom=False, described_choice="no variant"):
     """``(name, None)``: the SAM variant a variant choice and checkpoint mean, as the library
     resolves them; or ``(None, what is wrong)``. A missing checkpoint is left to `path_error`.
 
@@ -108,6 +106,7 @@ def sam_variant(sam, checkpoint, *, custom=False):
         sam: the variant asked for (None: the one described beside the checkpoint, else vit_b).
         checkpoint: the weights on the server, if given.
         custom: the form's "custom" choice: the variant must be described beside the weights.
+        described_choice: the form's choice that lets the file beside the weights decide.
     """
     if checkpoint and not Path(checkpoint).expanduser().exists():
         return None, None
@@ -124,7 +123,9 @@ def sam_variant(sam, checkpoint, *, custom=False):
     try:
         return resolve_variant(sam, checkpoint).name, None
     except USAMError as e:
-        return None, str(e)
+        described = beside is not None and beside.is_file()
+        hint = f" (here: choose {described_choice} to use {beside.name})" if described else ""
+        return None, f"{e}{hint}"
 
 
 def pipeline_error(model):
@@ -165,142 +166,6 @@ def field_prefix_error(field):
     return None
 
 
-def new_store_error(value, variant, points_per_side):
-    """A store to embed into that is a file, someone else's directory, or a store of another
-    SAM variant or grid (its weights are not compared: hashing them is not cheap)."""
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        return None
-    spec = read_store_spec(value)
-    if spec is None:
-        return f"{path} exists and is not an EmbeddingStore: choose an empty or new directory"
-    wanted = {"sam_variant": variant, "points_per_side": points_per_side}
-    diffs = [
-        f"{name} {spec.get(name)!r}, not {asked!r}"
-        for name, asked in wanted.items()
-        if asked is not None and spec.get(name) != asked
-    ]
-    if diffs:
-        return (
-            f"the store at {path} holds embeddings of another kind ({'; '.join(diffs)}): "
-            "choose its SAM and grid to add to it, or another store directory"
-        )
-    return None
-
-
-def read_store_spec(value):
-    """The spec (a dict) of the EmbeddingStore at a path, or None if there is none."""
-    spec_file = Path(value).expanduser() / "spec.json"
-    try:
-        spec = json.loads(spec_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return spec if isinstance(spec, dict) else None
-
-
-def usable_stores(dataset):
-    """The stores recorded on a dataset whose directories still hold a store, newest last."""
-    if dataset is None:
-        return []
-    from fiftyone_usam.fiftyone_io.datasets import recorded_stores
-
-    return [s for s in recorded_stores(dataset) if (Path(s["path"]) / "spec.json").is_file()]
-
-
-def training_store_error(dataset, value):
-    """The store `train` reads: the one given, else one recorded on the dataset."""
-    if value:
-        if read_store_spec(value) is None:
-            path = Path(value).expanduser()
-            return (
-                f"no EmbeddingStore at {path} (no spec.json): compute the embeddings there with "
-                "U-SAM: compute SAM mask embeddings, or leave the store empty"
-            )
-        return None
-    if dataset is not None and not usable_stores(dataset):
-        return (
-            "no EmbeddingStore is recorded on this dataset: run U-SAM: compute SAM mask "
-            "embeddings first, or give the store directory"
-        )
-    return None
-
-
-def spec_differences(wanted, found):
-    """``"name: head X, store Y"`` for each compatibility field in which two specs differ."""
-    return [
-        f"{name}: head {wanted.get(name)!r}, store {found.get(name)!r}"
-        for name in COMPATIBILITY_FIELDS
-        if wanted.get(name) != found.get(name)
-    ]
-
-
-def describe_spec(spec):
-    """A store spec (a dict) in a few words."""
-    points = spec.get("points_per_side")
-    sha = str(spec.get("checkpoint_sha256", ""))[:12]
-    return f"SAM {spec.get('sam_variant')} (weights {sha}), {points}x{points} points"
-
-
-def read_head(value):
-    """``(metadata, None)`` from a head's ``head.json``, or ``(None, what is wrong)``.
-
-    Reads the JSON only (no weights, no torch): ``value`` is a checkpoint directory, its
-    ``head.json``, or a ``usam train --out`` directory (its ``student/``, else ``teacher/``).
-    """
-    path = Path(value).expanduser()
-    if not path.exists():
-        return None, f"no head at {path}: train one with U-SAM: train the semantic head"
-    folder = path.parent if path.is_file() else path
-    file = next(
-        (
-            f / HEAD_METADATA
-            for f in (folder, *(folder / s for s in HEAD_STAGES))
-            if (f / HEAD_METADATA).is_file()
-        ),
-        None,
-    )
-    if file is None:
-        return None, (
-            f"no U-SAM head checkpoint at {path} (no {HEAD_METADATA}, nor student/ or teacher/ "
-            "with one): give a head directory or a U-SAM: train output directory"
-        )
-    try:
-        metadata = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        return None, f"cannot read {file}: {e}; train the head again"
-    if not isinstance(metadata, dict) or metadata.get("format") != HEAD_FORMAT:
-        return None, f"{file} is not a U-SAM head checkpoint"
-    if not isinstance(metadata.get("classes"), list) or not metadata["classes"]:
-        return None, f"{file} names no classes: train the head again"
-    return metadata, None
-
-
-def predicted_classes(head_classes, groups):
-    """``(classes, None)`` a head predicts, merged into a grouping ontology's superclasses when
-    one is given, as the predictor does; or ``(None, what is wrong with the ontology)``."""
-    classes = [str(c) for c in head_classes]
-    if not groups:
-        return classes, None
-    error = classes_error(groups)
-    if error:
-        return None, error
-    from fiftyone_usam.ontology import load_ontology
-
-    ontology = load_ontology(groups)
-    if not ontology.superclasses():
-        return classes, None
-    missing = [c for c in classes if c not in ontology]
-    if missing:
-        return None, (
-            f"the head's class {missing[0]!r} is not in the grouping ontology "
-            f"({', '.join(ontology.names)})"
-        )
-    merged = (ontology.spec(c).superclass or c for c in classes)
-    return list(dict.fromkeys(merged)), None
-
-
 def other_classes(dataset, field, classes):
     """The classes a prefix's semantic field holds when they are not ``classes``, else None."""
     if dataset is None or field_prefix_error(field):
@@ -315,16 +180,12 @@ def other_classes(dataset, field, classes):
     return [v for k, v in sorted(targets.items(), key=lambda kv: int(kv[0])) if int(k) != 0]
 
 
-def collision_error(dataset, field, classes, *, overwrite, whole_dataset):
+def collision_error(ctx, field, classes, *, overwrite):
     """The rule of ``fiftyone_usam.fiftyone_io.writer.plan_writes``: a semantic field that holds
-    other classes is replaced only by overwriting it on the whole dataset.
-
-    Args:
-        whole_dataset: a callable saying whether the run labels the whole dataset (called only
-            when it matters: counting a view is a query).
-    """
-    held = other_classes(dataset, field, classes)
-    if held is None or (overwrite and whole_dataset()):
+    other classes is replaced only by overwriting it on the whole dataset (the operation's
+    target view is counted only then: counting is a query)."""
+    held = other_classes(ctx.dataset, field, classes)
+    if held is None or (overwrite and len(ctx.target_view()) == len(ctx.dataset)):
         return None
     return (
         f"field {field}_semantic holds the classes {held}, these labels are {list(classes)}: "
@@ -340,29 +201,3 @@ def existing_fields(dataset, field):
     from fiftyone_usam.fiftyone_io.writer import output_fields
 
     return [name for name in output_fields(field).values() if dataset.has_field(name)]
-
-
-def recorded_store_specs(dataset):
-    """The specs (dicts) of the stores recorded on a dataset that still exist, newest last."""
-    return [s["spec"] for s in usable_stores(dataset)]
-
-
-def teacher_error(dataset, stage, out):
-    """A ``student`` run needs a teacher in ``<out>/teacher`` (``out``: default for the dataset)."""
-    if stage != "student":
-        return None
-    if out:
-        folder = Path(out).expanduser()
-    elif dataset is not None:
-        from fiftyone_usam.head.run import default_head_path
-
-        folder = default_head_path(dataset.name)
-    else:
-        return None
-    teacher = folder / "teacher"
-    if (teacher / HEAD_METADATA).is_file():
-        return None
-    return (
-        f"stage 'student' distils from the teacher in {teacher}, which holds none: train it "
-        "first with stage 'teacher' (or use stage 'both')"
-    )

@@ -33,15 +33,10 @@ from fiftyone_usam import __version__
 from fiftyone_usam.config import config_from_dict, config_to_dict
 from fiftyone_usam.errors import CheckpointError, ConfigError
 from fiftyone_usam.head.classifier import BACKGROUND, BACKGROUND_CONVENTION, Head
+from fiftyone_usam.head.layout import FORMAT, FORMAT_VERSION, METADATA, STAGES, WEIGHTS
 from fiftyone_usam.head.model import HeadConfig, MaskClassifier
 
 logger = logging.getLogger(__name__)
-
-WEIGHTS = "head.safetensors"
-METADATA = "head.json"
-FORMAT = "usam-head"
-FORMAT_VERSION = 1
-STAGES = ("student", "teacher")  # the order load_head looks for them in an --out directory
 
 
 def save_head(head: Head, path: str | Path) -> Path:

@@ -18,6 +18,7 @@ import torch
 
 from fiftyone_usam.config import config_to_dict
 from fiftyone_usam.errors import ConfigError, StoreError
+from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS as COMPATIBILITY_FIELDS
 from fiftyone_usam.head.model import MaskClassifier
 
 if TYPE_CHECKING:
@@ -28,14 +29,6 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 BACKGROUND = "background"
 BACKGROUND_CONVENTION = "threshold"
-# The spec fields that decide what a mask embedding means (and how many masks an image has).
-COMPATIBILITY_FIELDS = (
-    "sam_variant",
-    "checkpoint_sha256",
-    "encoder_input_size",
-    "embedding_dim",
-    "points_per_side",
-)
 _CHUNK = 65536  # masks per forward pass in predict_proba
 DEFAULT_THRESHOLD_MARGIN = 0.5  # TrainConfig.threshold_margin's default; see default_threshold
 
