@@ -4,7 +4,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .progress import progress_callback, usam_config
-from .validation import invalidate, no_dataset_form
+from .validation import classes_error, invalidate, no_dataset_form
 
 
 class EvaluateOperator(foo.Operator):
@@ -71,8 +71,16 @@ class EvaluateOperator(foo.Operator):
         )
         inputs.float("iou", default=0.5, min=0.01, max=1.0, label="Instance IoU (mAP)")
         inputs.float("boundary_tolerance", default=2.0, min=0.0, label="Boundary tolerance (px)")
+        groups = inputs.str(
+            "groups",
+            label="Superclass ontology (optional)",
+            description="A YAML ontology with superclasses: score the ground truth by "
+            "superclass (for a head trained on superclasses).",
+        )
         inputs.bool("overwrite", default=False, label="Redo an existing evaluation")
         params = ctx.params
+        if params.get("groups"):
+            invalidate(groups, classes_error(params["groups"]))
         if params.get("gt_field") is not None and params.get("gt_field") == params.get(
             "pred_field"
         ):
@@ -92,6 +100,7 @@ class EvaluateOperator(foo.Operator):
             report=params.get("report") or None,
             iou=float(params.get("iou", 0.5)),
             boundary_tolerance=float(params.get("boundary_tolerance", 2.0)),
+            groups=params.get("groups") or None,
             overwrite=bool(params.get("overwrite")),
             progress=progress_callback(ctx, "images"),
         )

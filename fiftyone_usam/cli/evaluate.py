@@ -60,6 +60,12 @@ from fiftyone_usam.evaluation.evaluate import DEFAULT_BOUNDARY_TOLERANCE
     help="Score any-object vs background only. Default: when the prediction's only class is "
     "'foreground' (the Otsu baseline).",
 )
+@click.option(
+    "--groups",
+    default=None,
+    help="Ontology YAML with superclasses: score the ground truth's classes as their "
+    "superclasses (for a head trained with --superclasses).",
+)
 @click.option("--overwrite", is_flag=True, help="Redo an evaluation that exists with this key.")
 def evaluate_command(
     dataset: str,
@@ -72,6 +78,7 @@ def evaluate_command(
     iou: float,
     boundary_tolerance: float,
     class_agnostic: bool | None,
+    groups: str | None,
     overwrite: bool,
 ) -> None:
     """Score predictions: mIoU (VOC convention), mAP50 on masks, boundary F, foreground IoU.
@@ -92,6 +99,7 @@ def evaluate_command(
         iou=iou,
         boundary_tolerance=boundary_tolerance,
         class_agnostic=class_agnostic,
+        groups=groups,
         overwrite=overwrite,
         progress=True,
     )
