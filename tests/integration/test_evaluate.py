@@ -271,3 +271,26 @@ def test_ground_truth_can_be_scored_by_superclass(planted, tmp_path):
     labels = planted.distinct("super_eval_gt_instances.detections.label")
     assert labels == ["animals"]
     assert planted.distinct("ground_truth_instances.detections.label") == ["cat", "dog"]
+
+
+def test_cli_groups_scores_by_superclass(planted, tmp_path):
+    import fiftyone as fo
+    from click.testing import CliRunner
+
+    from fiftyone_usam.cli import main
+
+    for sample in planted:
+        animals = region_map({1: CAT})
+        animals[DOG_SHIFTED_1] = 1
+        sample["super_semantic"] = fo.Segmentation(mask=animals)
+        sample.save()
+    planted.mask_targets["super_semantic"] = {0: "background", 1: "animals"}
+    planted.save()
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("classes: [cat, dog]\nsuperclasses:\n  animals: [cat, dog]\n")
+    args = ["evaluate", "--dataset", planted.name, "--pred-field", "super"]
+    result = CliRunner().invoke(
+        main, [*args, "--gt-field", "ground_truth", "--groups", str(groups)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"mIoU {100 * (BG_IOU + 40 / 50) / 2:.2f}" in result.output
