@@ -269,6 +269,7 @@ class _SamCache:
         self.sam, self.checkpoint, self.device = sam, checkpoint, device
         self.variant = resolve_variant(sam, checkpoint).name
         self._loaded: LoadedSam | None = None
+        self._sha256: str | None = None
 
     def get(self) -> LoadedSam:
         from fiftyone_usam.embeddings.sam_backend import load_sam
@@ -283,7 +284,9 @@ class _SamCache:
 
         if self._loaded is not None:
             return self._loaded.checkpoint_sha256
-        return file_sha256(Path(self.checkpoint).expanduser()) if self.checkpoint else None
+        if self.checkpoint and self._sha256 is None:  # hashed once per run (GBs for vit_h)
+            self._sha256 = file_sha256(Path(self.checkpoint).expanduser())
+        return self._sha256
 
 
 def _training_images(

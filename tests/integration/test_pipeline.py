@@ -224,3 +224,23 @@ def test_run_operator_queues_the_whole_chain(plugins_dir, target, options):
     assert operation.status.progress == 1.0 and operation.status.label.startswith("evaluate")
     target.reload()
     assert target.count("usam_semantic") == len(target)
+
+
+def test_run_with_crawled_training_images(target, options, image_server, tmp_path):
+    """--source crawl --engine urls: web images of each class feed the same chain."""
+    from tests.fixtures.http_images import encode, photo
+
+    lines = []
+    for i, name in enumerate(["disc", "disc", "square", "square"]):
+        url = image_server.add(f"/img{i}.jpg", encode(photo(160, 200, seed=i)))
+        lines.append(f"{name}\t{url}")
+    urls = tmp_path / "urls.tsv"
+    urls.write_text("\n".join(lines) + "\n")
+    crawled = {**options, "source": "crawl", "engine": "urls", "urls_file": urls}
+    for key in ("model", "steps"):
+        crawled.pop(key)
+    report = run("disc,square", dataset=target.name, **crawled)
+    assert statuses(report)["training images"] == "ran"
+    assert "4 kept" in report.stage("training images").detail
+    assert report.training_dataset == crawled["training_dataset"]
+    assert report.evaluation is not None and target.count("usam_semantic") == len(target)
