@@ -425,25 +425,28 @@ def _predict(
     progress: Any,
 ) -> Any:
     """Labels the target; replaces this pipeline's own older predictions when the head changed."""
-    from fiftyone_usam.fiftyone_io.writer import recorded_run
+    from fiftyone_usam.fiftyone_io.writer import FieldExistsError, recorded_run
     from fiftyone_usam.inference.run import predict
 
     assert head is not None
     previous = recorded_run(view, field) or {}
     ours = str(previous.get("head", "")).startswith(str(workdir.resolve() / "heads"))
-    changed = bool(previous) and previous.get("head") != str(head.resolve())
-    return predict(
-        view,
+    options = dict(
         head=head,
         field=field,
         store=store,
         checkpoint=sam.checkpoint,
         sam=sam.sam,
         threshold=threshold,
-        overwrite=overwrite or (ours and changed),
         device=device,
         progress=progress,
     )
+    try:  # same head and settings: resumes (labels only what is missing)
+        return predict(view, overwrite=overwrite, **options)
+    except FieldExistsError:
+        if not ours:  # someone else's predictions: only --overwrite replaces them
+            raise
+    return predict(view, overwrite=True, **options)  # our own, from another head or settings
 
 
 def _evaluate(

@@ -41,9 +41,9 @@ class ClassSpace:
         gt_lut: raw ground-truth value -> aligned id (-1 likewise; ``IGNORE_INDEX`` stays).
         pred_only: predicted classes the ground truth never names.
         gt_only: ground-truth classes the prediction cannot predict.
-        raw_targets: when the raw ids of both sides already mean the same classes, their
-            merged ``mask_targets`` (FiftyOne can then evaluate the fields as they are);
-            otherwise None.
+        raw_targets: when both sides' ``mask_targets`` are the same (names compared as
+            `normalise_name` does), those targets: FiftyOne can then evaluate the fields as
+            they are; otherwise None.
     """
 
     classes: tuple[str, ...]
@@ -136,7 +136,8 @@ def semantic_from_detections(
 ) -> np.ndarray:
     """Renders instance masks into a semantic map.
 
-    Larger instances are painted first, so a smaller one lying on a larger one stays visible;
+    Larger instances (by mask area) are painted first, so a smaller one lying on a larger one
+    stays visible, as in the COCO importer's semantic maps;
     crowd regions (``crowd_attribute`` truthy, as in COCO) become ``IGNORE_INDEX`` wherever no
     instance covers them. Detections without a mask fill their box.
 
@@ -157,29 +158,21 @@ def semantic_from_detections(
     is_crowd = [bool(d.has_field(crowd_attribute) and d.get_field(crowd_attribute)) for d in dets]
     crowds = [d for d, crowd in zip(dets, is_crowd, strict=True) if crowd]
     objects = [d for d, crowd in zip(dets, is_crowd, strict=True) if not crowd]
-    objects.sort(key=lambda d: d.bounding_box[2] * d.bounding_box[3], reverse=True)
     for det in crowds:
         region = det.to_segmentation(frame_size=frame_size, target=1).mask > 0
         out[region] = IGNORE_INDEX
-    for det in objects:
-        region = det.to_segmentation(frame_size=frame_size, target=1).mask > 0
-        out[region] = by_key.get(normalise_name(det.label or ""), IGNORE_INDEX)
+    regions = [det.to_segmentation(frame_size=frame_size, target=1).mask > 0 for det in objects]
+    for i in sorted(range(len(objects)), key=lambda i: -int(regions[i].sum())):
+        out[regions[i]] = by_key.get(normalise_name(objects[i].label or ""), IGNORE_INDEX)
     return out
 
 
 def _merged_targets(pred: dict[int, str], gt: dict[int, str]) -> dict[int, str] | None:
-    merged = {0: BACKGROUND}
-    for targets in (pred, gt):
-        for value, name in targets.items():
-            known = merged.get(value)
-            if known is not None and normalise_name(known) != normalise_name(name):
-                return None
-            merged.setdefault(value, name)
-    by_name: dict[str, int] = {}
-    for value, name in merged.items():
-        if by_name.setdefault(normalise_name(name), value) != value:
-            return None  # one name under two ids
-    return dict(sorted(merged.items()))
+    """Both sides' targets, when they are the same (so raw values mean the same everywhere)."""
+    same = {k: normalise_name(v) for k, v in pred.items()} == {
+        k: normalise_name(v) for k, v in gt.items()
+    }
+    return {0: BACKGROUND, **dict(sorted(pred.items()))} if same else None
 
 
 def _lut(mapping: Mapping[int, int]) -> np.ndarray:

@@ -117,13 +117,21 @@ def evaluate(
     """
     view = resolve_view(dataset, view_tag)
     root = root_dataset(view)
-    pred = _pred_side(root, pred_field)
+    pred = _pred_side(root, pred_field, view)
     gt = _gt_side(root, gt_field, gt_instances_field, view)
-    rename = _superclass_of(groups) if groups is not None else {}
+    superclass = _superclass_of(groups) if groups is not None else {}
     key = eval_key or f"{_prefix(pred_field, pred)}_eval"
     det_key = f"{key}_det"
     _check_key(root, key, det_key, overwrite)
-    if rename:
+    rename = _relabelling(gt, pred, superclass)
+    # claim the fields this run may write before writing them, so a crash leaves them ours
+    record_entry(
+        root,
+        EVALUATIONS_KEY,
+        {"eval_key": key, "state": "running", "derived_fields": list(_derived_names(key))},
+        match="eval_key",
+    )
+    if rename:  # superclasses, or labels spelled otherwise than the prediction's (for mAP)
         gt = _grouped(view, gt, rename, f"{key}_gt_instances")
     if class_agnostic is None:
         class_agnostic = [v for k, v in pred.targets.items() if k != 0] == ["foreground"]
@@ -187,6 +195,8 @@ def evaluate(
             "foreground_iou": result.foreground_iou,
             "samples": result.samples,
             "report_dir": result.report_dir,
+            "derived_fields": [n for n in _derived_names(key) if root.has_field(n)],
+            "state": "done",
         },
         match="eval_key",
     )
@@ -213,8 +223,8 @@ def _score(
     ignored = 0
     pred_ids = {name: value for value, name in pred.targets.items()}
     gt_ids = {name: value for value, name in gt.targets.items()}
-    if gt.kind == "instances" and gt.rename:  # fine labels are drawn as their superclass
-        gt_ids = {fine: gt_ids[group] for fine, group in gt.rename.items() if group in gt_ids}
+    if gt.kind == "instances" and gt.rename:  # raw labels are drawn as what they became
+        gt_ids.update({old: gt_ids[new] for old, new in gt.rename.items() if new in gt_ids})
     bar = Progress(progress, len(view), "evaluate")
     samples = (
         view.iter_samples(autosave=True, batch_size=_SAVE_BATCH)
@@ -371,8 +381,26 @@ def _superclass_of(groups: str | Path | Ontology) -> dict[str, str]:
     return {k: v for k, v in rename.items() if v is not None}
 
 
+def _relabelling(gt: _Side, pred: _Side, superclass: dict[str, str]) -> dict[str, str]:
+    """Ground-truth label -> the label it is scored as: its superclass if grouped, spelled as
+    the prediction spells it (mAP compares label strings; "pottedplant" is "potted plant")."""
+    from fiftyone_usam.evaluation.alignment import normalise_name
+
+    group = {normalise_name(k): v for k, v in superclass.items()}
+    spelling = {normalise_name(v): v for k, v in pred.targets.items() if k != 0}
+    rename = {}
+    for value, name in gt.targets.items():
+        if value == 0:
+            continue
+        grouped = group.get(normalise_name(name), name)
+        scored = spelling.get(normalise_name(grouped), grouped)
+        if scored != name:
+            rename[name] = scored
+    return rename
+
+
 def _grouped(view: fo.DatasetView, gt: _Side, rename: dict[str, str], target: str) -> _Side:
-    """The ground truth scored by superclass; relabelled instances go to ``target``."""
+    """The ground truth with labels renamed; its instances are relabelled into ``target``."""
     from fiftyone_usam.evaluation.alignment import normalise_name
 
     by_key = {normalise_name(k): v for k, v in rename.items()}
@@ -381,7 +409,7 @@ def _grouped(view: fo.DatasetView, gt: _Side, rename: dict[str, str], target: st
         return by_key.get(normalise_name(name), name)
 
     targets = {k: (v if k == 0 else group(v)) for k, v in gt.targets.items()}
-    fine = {v: group(v) for k, v in gt.targets.items() if k != 0}
+    fine = {v: group(v) for k, v in gt.targets.items() if k != 0 and group(v) != v}
     instances = gt.instances
     if instances is not None:
         for sample in view.iter_samples(autosave=True, batch_size=_SAVE_BATCH):
@@ -395,7 +423,7 @@ def _grouped(view: fo.DatasetView, gt: _Side, rename: dict[str, str], target: st
     return replace(gt, targets=targets, instances=instances, rename=fine)
 
 
-def _pred_side(dataset: fo.Dataset, pred_field: str) -> _Side:
+def _pred_side(dataset: fo.Dataset, pred_field: str, view: fo.DatasetView) -> _Side:
     semantic, instances = f"{pred_field}_semantic", f"{pred_field}_instances"
     if _kind(dataset, semantic) == "semantic":
         inst = instances if _kind(dataset, instances) == "instances" else None
@@ -404,6 +432,7 @@ def _pred_side(dataset: fo.Dataset, pred_field: str) -> _Side:
     if kind == "semantic":
         return _Side(pred_field, kind, _targets(dataset, pred_field), None)
     if kind == "instances":
+        _check_instance_masks(view, pred_field)
         return _Side(pred_field, kind, _label_targets(dataset, pred_field), pred_field)
     raise ConfigError(
         f"dataset {dataset.name!r} has no prediction field {pred_field!r} (nor "
@@ -485,6 +514,8 @@ def _prefix(pred_field: str, pred: _Side) -> str:
 
 
 def _check_key(dataset: fo.Dataset, key: str, det_key: str, overwrite: bool) -> None:
+    """Refuses an existing evaluation unless ``overwrite`` (then deletes it and the fields it
+    wrote); refuses to touch a field with one of our derived names that another wrote."""
     if not key.isidentifier():
         raise ConfigError(f"invalid eval_key {key!r}: use letters, digits and underscores")
     existing = [k for k in (key, det_key) if k in dataset.list_evaluations()]
@@ -493,13 +524,27 @@ def _check_key(dataset: fo.Dataset, key: str, det_key: str, overwrite: bool) -> 
             f"dataset {dataset.name!r} already has the evaluation {existing[0]!r}: pass "
             "--overwrite to redo it, or choose another --eval-key"
         )
+    entries = dataset.info.get(EVALUATIONS_KEY, [])
+    entry: dict[str, Any] = next((e for e in entries if e.get("eval_key") == key), {})
+    ours = set(entry.get("derived_fields", []))
+    taken = [n for n in _derived_names(key) if dataset.has_field(n) and n not in ours]
+    if taken:
+        raise FieldExistsError(
+            f"the field {taken[0]!r} is not from a U-SAM evaluation {key!r}, and the "
+            "evaluation would write it: choose another --eval-key"
+        )
     for k in existing:
         dataset.delete_evaluation(k)
-    for name in (f"{key}_gt", f"{key}_pred", f"{key}_gt_instances"):
+    for name in ours:
         if dataset.has_field(name):
             dataset.delete_sample_field(name)
-            dataset.mask_targets.pop(name, None)
+        dataset.mask_targets.pop(name, None)
     dataset.save()
+
+
+def _derived_names(key: str) -> tuple[str, ...]:
+    """The fields an evaluation may write besides FiftyOne's own."""
+    return (f"{key}_gt", f"{key}_pred", f"{key}_gt_instances")
 
 
 def _notes(

@@ -60,6 +60,7 @@ def plan_writes(
     - Otherwise: an error, unless ``overwrite`` (then every sample of the view).
     Whatever ``overwrite`` says, classes that differ from the field's ``mask_targets`` are
     refused unless the whole dataset is relabelled (then the old fields are cleared first).
+    With ``overwrite``, the view's output fields are cleared before anything is written.
 
     Raises:
         FieldExistsError: with what to do.
@@ -82,6 +83,8 @@ def plan_writes(
         return ids
     run = recorded_run(dataset, field)
     if overwrite:
+        # cleared now, so a killed overwrite resumes with the old labels gone, not taken for new
+        view.clear_sample_fields(existing)
         return ids
     if run is not None and run.get("settings") == settings:
         labelled = view.exists(names["semantic"]).values("id")

@@ -294,3 +294,52 @@ def test_cli_groups_scores_by_superclass(planted, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert f"mIoU {100 * (BG_IOU + 40 / 50) / 2:.2f}" in result.output
+
+
+def test_a_field_that_is_not_ours_is_never_deleted(planted):
+    import fiftyone as fo
+
+    for sample in planted:
+        sample["voc_gt"] = fo.Segmentation(mask=region_map({1: CAT}))
+        sample.save()
+    with pytest.raises(FieldExistsError, match="'voc_gt' is not from a U-SAM evaluation"):
+        evaluate(planted, pred_field="usam", gt_field="ground_truth", eval_key="voc")
+    assert planted.count("voc_gt") == 2
+    # the evaluation's own aligned maps are replaced when it is redone
+    evaluate(planted, pred_field="usam", gt_field="ground_truth")
+    assert planted.count("usam_eval_gt") == 2
+    evaluate(planted, pred_field="usam", gt_field="ground_truth", overwrite=True)
+    assert planted.count("usam_eval_gt") == 2
+
+
+def test_labels_spelled_differently_still_match_for_map(planted):
+    """Ground truth says "pottedplant" (VOC's spelling), the head "potted plant"."""
+    import fiftyone as fo
+
+    for sample in planted:
+        sample["ground_truth_instances"] = fo.Detections(
+            detections=[detection("cat", CAT), detection("pottedplant", DOG)]
+        )
+        sample["usam_instances"] = fo.Detections(
+            detections=[detection("cat", CAT, 0.9), detection("potted plant", DOG, 0.8)]
+        )
+        sample.save()
+    planted.mask_targets["ground_truth"] = {0: "background", 1: "cat", 2: "pottedplant"}
+    planted.mask_targets["usam_semantic"] = {0: "background", 1: "potted plant", 2: "cat"}
+    planted.save()
+    report = evaluate(planted, pred_field="usam", gt_field="ground_truth")
+    assert report.map50 == pytest.approx(1.0)
+    assert report.mean_iou == pytest.approx(MIOU)
+    assert planted.distinct("ground_truth_instances.detections.label") == ["cat", "pottedplant"]
+
+
+def test_box_only_predictions_are_a_clear_error(planted):
+    import fiftyone as fo
+
+    for sample in planted:
+        sample["boxes"] = fo.Detections(
+            detections=[fo.Detection(label="cat", bounding_box=[0, 0, 0.5, 0.5], confidence=1.0)]
+        )
+        sample.save()
+    with pytest.raises(ConfigError, match="no instance mask"):
+        evaluate(planted, pred_field="boxes", gt_field="ground_truth")

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.evaluation.metrics import (
@@ -97,19 +98,62 @@ def test_boundary_f_exact_and_shifted_by_one_pixel():
     assert boundary_score(boundary_counts(gt, shifted, 2, tolerance=1)).f1 == 1.0
 
 
-def test_boundary_image_edge_is_not_a_boundary_and_ignored_pixels_do_not_count():
+def test_boundary_image_edge_is_not_a_boundary():
     full = np.ones((5, 5), dtype=np.int64)
     counts = boundary_counts(full, full, 2)
     assert counts.sum() == 0
     assert math.isnan(boundary_score(counts).f1)
-    gt = _square(2, 2)
-    gt_ignored = gt.copy()
-    gt_ignored[2, :] = 255  # the top row of the square's ring is a VOC-style ignore band
-    counts = boundary_counts(gt_ignored, gt, 2, tolerance=0)
-    # the predicted ring's 4 pixels on the ignore band are not counted: 8 remain, all on the
-    # true boundary; the true region (rows 3-5) has a 10-pixel boundary, whose row-3 middle
-    # pixels (2) are inside the predicted square
-    np.testing.assert_array_equal(counts[1], [8, 8, 8, 10])
+
+
+def test_boundary_along_a_voc_ignore_band_is_the_outline():
+    """A 2-px 255 band straddles the outline of a 20x20 square (1 px outside, 1 px inside)."""
+    square = np.zeros((40, 40), dtype=np.int64)
+    square[10:30, 10:30] = 1
+    gt = square.copy()
+    outer = np.zeros_like(square, bool)
+    outer[9:31, 9:31] = True
+    inner = np.zeros_like(square, bool)
+    inner[11:29, 11:29] = True
+    gt[outer & ~inner] = 255
+    exact = boundary_counts(gt, square, 2, tolerance=0)
+    np.testing.assert_array_equal(exact[1], [76, 76, 76, 76])  # the 20x20 ring: 4 * 19 px
+    grown = np.zeros_like(square)
+    grown[7:33, 7:33] = 1  # 3 px too large all round: beyond a 2 px tolerance
+    assert boundary_score(boundary_counts(gt, grown, 2, tolerance=2)).f1 == 0.0
+    near = np.zeros_like(square)
+    near[9:31, 9:31] = 1  # 1 px too large: within tolerance
+    assert boundary_score(boundary_counts(gt, near, 2, tolerance=2)).f1 == 1.0
+
+
+def ring(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it (outside the image counts as inside)."""
+    inside = np.pad(mask, 1, constant_values=True)
+    interior = inside[2:, 1:-1] & inside[:-2, 1:-1] & inside[1:-1, 2:] & inside[1:-1, :-2]
+    return mask & ~interior
+
+
+def test_boundary_counts_ignore_the_rest_of_the_image():
+    """Counting near each class only gives the same counts as the whole image would."""
+    rng = np.random.default_rng(0)
+    gt = np.zeros((60, 80), dtype=np.int64)
+    pred = np.zeros_like(gt)
+    for c in (1, 2, 3):
+        y, x = rng.integers(0, 40), rng.integers(0, 60)
+        gt[y : y + 15, x : x + 18] = c
+        pred[y + 2 : y + 16, x - 1 : x + 17] = c
+    counts = boundary_counts(gt, pred, 4, tolerance=1.5)
+    for c in (1, 2, 3):
+        true, guess = gt == c, pred == c
+        gt_edge, pred_edge = ring(true), ring(guess)
+        near_gt = ndimage.distance_transform_edt(~gt_edge) <= 1.5
+        near_pred = ndimage.distance_transform_edt(~pred_edge) <= 1.5
+        expected = [
+            (pred_edge & near_gt).sum(),
+            pred_edge.sum(),
+            (gt_edge & near_pred).sum(),
+            gt_edge.sum(),
+        ]
+        np.testing.assert_array_equal(counts[c], expected)
 
 
 def test_boundary_counts_accumulate_over_images():
