@@ -137,7 +137,9 @@ def scenes_dataset(name: str, folder: Path, count: int, seed: int = 0) -> fo.Dat
             raise ConfigError(
                 f"dataset {name!r} exists and was not made by the demo: pass another --dataset"
             )
-        return dataset
+        if len(dataset) == count:
+            return dataset
+        dataset.delete()  # the demo's own, cut short or of another size: made again
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     samples = []
@@ -146,7 +148,9 @@ def scenes_dataset(name: str, folder: Path, count: int, seed: int = 0) -> fo.Dat
         path = folder / f"scene_{i:03d}.png"
         Image.fromarray(image).save(path)
         detections = [
-            _detection(CLASSES[label - 1], mask, semantic.shape) for label, mask in instances
+            _detection(CLASSES[label - 1], mask, semantic.shape)
+            for label, mask in instances
+            if mask.any()  # the first shape may cover the second entirely
         ]
         samples.append(
             fo.Sample(
@@ -156,11 +160,11 @@ def scenes_dataset(name: str, folder: Path, count: int, seed: int = 0) -> fo.Dat
             )
         )
     dataset = fo.Dataset(name)
-    dataset.persistent = True
-    dataset.add_samples(samples)
+    dataset.info[DEMO_KEY] = True  # first: a demo killed while adding samples can resume
     dataset.mask_targets["ground_truth"] = {0: "background", 1: CLASSES[0], 2: CLASSES[1]}
-    dataset.info[DEMO_KEY] = True
+    dataset.persistent = True
     dataset.save()
+    dataset.add_samples(samples)
     return dataset
 
 

@@ -267,7 +267,9 @@ class _SamCache:
         from fiftyone_usam.embeddings.sam_variants import resolve_variant
 
         self.sam, self.checkpoint, self.device = sam, checkpoint, device
-        self.variant = resolve_variant(sam, checkpoint).name
+        variant = resolve_variant(sam, checkpoint)
+        self.variant = variant.name
+        self.official_sha256 = variant.checkpoint_sha256  # the official weights', if any
         self._loaded: LoadedSam | None = None
         self._sha256: str | None = None
 
@@ -279,12 +281,15 @@ class _SamCache:
         return self._loaded
 
     def weights_sha256(self) -> str | None:
-        """The weights' hash when a checkpoint file was named (else: whatever the store has)."""
+        """The weights' hash: of the named checkpoint file, else of the variant's official
+        checkpoint (None for a custom variant without a file: any store of it is taken)."""
         from fiftyone_usam.embeddings.sam_checkpoints import file_sha256
 
         if self._loaded is not None:
             return self._loaded.checkpoint_sha256
-        if self.checkpoint and self._sha256 is None:  # hashed once per run (GBs for vit_h)
+        if not self.checkpoint:
+            return self.official_sha256
+        if self._sha256 is None:  # hashed once per run (GBs for vit_h)
             self._sha256 = file_sha256(Path(self.checkpoint).expanduser())
         return self._sha256
 
@@ -348,7 +353,7 @@ def _embed(
     view: fo.DatasetView, sam: _SamCache, points_per_side: int, progress: Any
 ) -> tuple[Path, bool, str]:
     """Reuses a complete recorded store of the same SAM and grid, else embeds what is missing."""
-    from fiftyone_usam.embeddings.run import embed
+    from fiftyone_usam.embeddings.run import embed, spec_for
     from fiftyone_usam.embeddings.store import EmbeddingStore
     from fiftyone_usam.fiftyone_io.datasets import recorded_stores
 
@@ -363,8 +368,24 @@ def _embed(
         path = Path(entry["path"])
         if (path / "spec.json").is_file() and ids <= EmbeddingStore.open(path).sample_ids():
             return path, False, f"{len(ids)} samples already in {path}"
-    result = embed(view, sam=sam.get(), points_per_side=points_per_side, progress=progress)
+    loaded = sam.get()
+    target = _store_path(view, spec_for(loaded, points_per_side))
+    result = embed(
+        view, store=target, sam=loaded, points_per_side=points_per_side, progress=progress
+    )
     return Path(result.store), result.embedded > 0, result.summary()
+
+
+def _store_path(view: fo.DatasetView, spec: Any) -> Path:
+    """The default store path, or beside it when that holds another SAM's embeddings (e.g. the
+    same variant with other weights)."""
+    from fiftyone_usam.embeddings.store import EmbeddingStore
+    from fiftyone_usam.fiftyone_io.datasets import default_store_path
+
+    path = default_store_path(view.dataset_name, spec)
+    if (path / "spec.json").is_file() and EmbeddingStore.open(path).spec != spec:
+        path = path.with_name(f"{path.name}-{spec.checkpoint_sha256[:12]}")
+    return path
 
 
 def _train(

@@ -138,6 +138,11 @@ def evaluate(
     space = class_space(pred.targets, gt.targets, class_agnostic)
     raw_ok = space.raw_targets is not None and pred.kind == "semantic" and gt.kind == "semantic"
     derived = {} if raw_ok else {"gt": f"{key}_gt", "pred": f"{key}_pred"}
+    if derived and space.num_classes >= IGNORE_INDEX:
+        raise ConfigError(
+            f"{space.num_classes} classes do not fit the aligned uint8 maps FiftyOne's run needs "
+            f"(at most {IGNORE_INDEX - 1}): give the prediction the ground truth's mask_targets"
+        )
 
     cm, bcounts, skipped, ignored = _score(
         view, pred, gt, space, derived, boundary_tolerance, progress

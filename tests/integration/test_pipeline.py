@@ -244,3 +244,39 @@ def test_run_with_crawled_training_images(target, options, image_server, tmp_pat
     assert "4 kept" in report.stage("training images").detail
     assert report.training_dataset == crawled["training_dataset"]
     assert report.evaluation is not None and target.count("usam_semantic") == len(target)
+
+
+def test_new_settings_relabel_and_a_stopped_overwrite_resumes(target, options):
+    run("disc,square", dataset=target.name, **options)
+
+    def stop_in_predict(stage, done, total):
+        if stage == "predict" and done == 2:
+            raise Interrupt
+
+    stricter = {**options, "threshold": 0.5}
+    with pytest.raises(Interrupt):
+        run("disc,square", dataset=target.name, **{**stricter, "progress": stop_in_predict})
+    target.reload()
+    assert target.count("usam_semantic") == 2  # the old labels were cleared, not kept as new
+    resumed = run("disc,square", dataset=target.name, **stricter)
+    assert "4 labelled, 2 already labelled" in resumed.stage("predict").detail
+    assert statuses(resumed)["train"] == "skipped"
+
+
+def test_other_weights_of_the_same_sam_are_embedded_again(target, options, tmp_path):
+    import shutil
+
+    import torch
+
+    run("disc,square", dataset=target.name, **options)
+    weights = torch.load(options["checkpoint"])
+    other = tmp_path / "other" / "tiny_sam.pth"
+    other.parent.mkdir()
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, other)
+    shutil.copy(options["checkpoint"].with_suffix(".json"), other.with_suffix(".json"))
+    again = run("disc,square", dataset=target.name, **{**options, "checkpoint": other})
+    assert statuses(again)["embed training"] == "ran"
+    assert statuses(again)["embed target"] == "ran"
+    assert statuses(again)["train"] == "ran"
+    stores = set(again.stores.values())
+    assert all(p.name.startswith("embeddings-tiny-p2-") for p in stores)  # beside the first
