@@ -148,7 +148,7 @@ def scenes_dataset(name: str, folder: Path, count: int, seed: int = 0) -> fo.Dat
         path = folder / f"scene_{i:03d}.png"
         Image.fromarray(image).save(path)
         detections = [
-            _detection(CLASSES[label - 1], mask, semantic.shape)
+            fo.Detection.from_mask(mask, label=CLASSES[label - 1])
             for label, mask in instances
             if mask.any()  # the first shape may cover the second entirely
         ]
@@ -188,19 +188,6 @@ def _scene(
         semantic[mask] = label
         instances.append((int(label), mask))
     return image, semantic, instances
-
-
-def _detection(label: str, mask: np.ndarray, shape: tuple[int, ...]) -> fo.Detection:
-    import fiftyone as fo
-
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    height, width = shape
-    return fo.Detection(
-        label=label,
-        bounding_box=[x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
-        mask=mask[y0:y1, x0:x1],
-    )
 
 
 def _default_workdir(dataset_name: str) -> Path:

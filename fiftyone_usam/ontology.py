@@ -120,6 +120,22 @@ class Ontology:
                 groups.setdefault(spec.superclass, []).append(spec.name)
         return {k: tuple(v) for k, v in groups.items()}
 
+    def group_of(self, classes: Sequence[str]) -> dict[str, str]:
+        """Each of ``classes`` -> its superclass (itself if it has none), in the given order.
+
+        Raises:
+            ConfigError: a class this ontology does not know.
+        """
+        out = {}
+        for name in classes:
+            if name not in self:
+                raise ConfigError(
+                    f"the head's class {name!r} is not in the grouping ontology "
+                    f"({', '.join(self.names)})"
+                )
+            out[name] = self.spec(name).superclass or name
+        return out
+
     def to_superclasses(self) -> Ontology:
         """The ontology of the superclasses (classes without a superclass stay themselves)."""
         order: list[str] = []
@@ -142,6 +158,11 @@ class Ontology:
 
 def parse_classes(text: str) -> Ontology:
     """An ontology from a comma-separated list such as ``"person,dog,potted plant"``."""
+    if not text.strip():
+        raise ConfigError(
+            f"the class list is empty (empty class name at position 1 in {text!r}): name at "
+            "least one class, separating names with commas"
+        )
     parts = text.split(",")
     for position, part in enumerate(parts, start=1):
         if not part.strip():
@@ -188,6 +209,11 @@ def _read_file(path: Path) -> Ontology:
 
     try:
         data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"cannot read ontology file {path}: no ontology file {path} exists here; give an "
+            "existing YAML file, or the class names separated by commas"
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot read ontology file {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:

@@ -308,11 +308,13 @@ def _training_images(
     progress: Any,
 ) -> tuple[str, bool]:
     """Generates or crawls what is missing; keeps images of classes dropped from the list."""
+    import fiftyone as fo
+
     from fiftyone_usam.ontology import Ontology
     from fiftyone_usam.sources.training_dataset import stored_ontology
 
     count = per_class if per_class is not None else DEFAULT_PER_CLASS[source]
-    stored = _stored(name, stored_ontology)
+    stored = stored_ontology(fo.load_dataset(name)) if fo.dataset_exists(name) else None
     if stored is not None:  # keep the dataset's classes (and ids), add the new ones at the end
         extra = tuple(spec for spec in ontology.classes if spec.name not in stored)
         ontology = Ontology(stored.classes + extra, prompt=ontology.prompt)
@@ -341,12 +343,6 @@ def _training_images(
         progress=progress,
     )
     return c.summary(), c.kept > 0
-
-
-def _stored(name: str, reader: Callable[[Any], Ontology | None]) -> Ontology | None:
-    import fiftyone as fo
-
-    return reader(fo.load_dataset(name)) if fo.dataset_exists(name) else None
 
 
 def _embed(

@@ -8,7 +8,6 @@ from pathlib import Path
 from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS
 from fiftyone_usam.head.layout import FORMAT as HEAD_FORMAT
 from fiftyone_usam.head.layout import METADATA as HEAD_METADATA
-from fiftyone_usam.head.layout import STAGES as HEAD_STAGES
 from fiftyone_usam.head.layout import WEIGHTS as HEAD_WEIGHTS
 
 from .validation import classes_error
@@ -20,23 +19,16 @@ def read_head(value):
     Reads the JSON only (no weights, no torch): ``value`` is a checkpoint directory, its
     ``head.json``, or a ``usam train --out`` directory (its ``student/``, else ``teacher/``).
     """
+    from fiftyone_usam.errors import USAMError
+    from fiftyone_usam.head.layout import find_checkpoint
+
     path = Path(value).expanduser()
     if not path.exists():
         return None, f"no head at {path}: train one with U-SAM: train the semantic head"
-    folder = path.parent if path.name in (HEAD_METADATA, HEAD_WEIGHTS) else path
-    file = next(
-        (
-            f / HEAD_METADATA
-            for f in (folder, *(folder / s for s in HEAD_STAGES))
-            if (f / HEAD_METADATA).is_file()
-        ),
-        None,
-    )
-    if file is None:
-        return None, (
-            f"no U-SAM head checkpoint at {path} (no {HEAD_METADATA}, nor student/ or teacher/ "
-            "with one): give a head directory or a U-SAM: train output directory"
-        )
+    try:
+        file = find_checkpoint(path) / HEAD_METADATA
+    except USAMError as e:
+        return None, str(e)
     try:
         metadata = json.loads(file.read_text())
     except (OSError, ValueError) as e:
@@ -59,19 +51,16 @@ def predicted_classes(head_classes, groups):
     error = classes_error(groups)
     if error:
         return None, error
+    from fiftyone_usam.errors import USAMError
     from fiftyone_usam.ontology import load_ontology
 
     ontology = load_ontology(groups)
     if not ontology.superclasses():
         return classes, None
-    missing = [c for c in classes if c not in ontology]
-    if missing:
-        return None, (
-            f"the head's class {missing[0]!r} is not in the grouping ontology "
-            f"({', '.join(ontology.names)})"
-        )
-    merged = (ontology.spec(c).superclass or c for c in classes)
-    return list(dict.fromkeys(merged)), None
+    try:
+        return list(dict.fromkeys(ontology.group_of(classes).values())), None
+    except USAMError as e:
+        return None, str(e)
 
 
 def teacher_error(dataset, stage, out):

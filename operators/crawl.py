@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from .generate import int_param, show_dataset
 from .progress import progress_callback, usam_config
-from .validation import classes_error, invalidate, name_error, path_error
+from .validation import classes_input, invalidate, name_error, path_error
 
 # Mirrors fiftyone_usam.sources.engines.ENGINES (not imported here: the entry stays light).
 _ENGINES = ["bing", "google", "baidu", "flickr", "urls"]
@@ -26,14 +26,12 @@ class CrawlOperator(foo.Operator):
     def resolve_input(self, ctx):
         params = ctx.params
         inputs = types.Object()
-        classes = inputs.str(
-            "classes",
-            required=True,
-            label="Classes",
-            description='Comma-separated ("person,dog,potted plant") or an ontology YAML file '
-            "on the server (its synonyms are searched too).",
+        classes_input(
+            inputs,
+            params,
+            'Comma-separated ("person,dog,potted plant") or an ontology YAML file on the server'
+            " (its synonyms are searched too).",
         )
-        invalidate(classes, classes_error(params.get("classes")))
         dataset = inputs.str("dataset", required=True, default="usam-crawled", label="Dataset")
         invalidate(dataset, name_error(params.get("dataset"), "dataset"))
         inputs.int("per_class", default=45, min=0, label="Images per class")

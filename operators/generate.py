@@ -5,7 +5,7 @@ import fiftyone.operators.types as types
 
 from .progress import progress_callback, usam_config
 from .validation import (
-    classes_error,
+    classes_input,
     invalidate,
     multiple_of_8_error,
     name_error,
@@ -34,14 +34,7 @@ class GenerateOperator(foo.Operator):
     def resolve_input(self, ctx):
         params = ctx.params
         inputs = types.Object()
-        classes = inputs.str(
-            "classes",
-            required=True,
-            label="Classes",
-            description='Comma-separated ("person,dog,potted plant") or an ontology YAML file '
-            "on the server.",
-        )
-        invalidate(classes, classes_error(params.get("classes")))
+        classes_input(inputs, params)
         dataset = inputs.str(
             "dataset",
             required=True,

@@ -7,6 +7,7 @@ from .generate import int_param
 from .progress import usam_config
 from .validation import (
     classes_error,
+    classes_input,
     collision_error,
     existing_fields,
     field_prefix_error,
@@ -41,14 +42,7 @@ class RunOperator(foo.Operator):
         params = ctx.params
         inputs = types.Object()
         inputs.view_target(ctx)
-        classes = inputs.str(
-            "classes",
-            required=True,
-            label="Classes",
-            description='Comma-separated ("person,dog,potted plant") or an ontology YAML file '
-            "on the server.",
-        )
-        invalidate(classes, classes_error(params.get("classes")))
+        classes_input(inputs, params)
         inputs.enum(
             "source",
             ["synthetic", "crawl"],

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import fiftyone.operators.types as types
 
-ONTOLOGY_SUFFIXES = (".yaml", ".yml", ".json")  # as fiftyone_usam.ontology.load_ontology
-
 
 def invalidate(prop, message):
     """Marks a form property invalid when there is a ``message``: the App shows it and won't run."""
@@ -40,24 +38,32 @@ def no_dataset_form(ctx, label):
     return invalidate(types.Property(inputs, view=types.View(label=label)), message)
 
 
+CLASSES_DESCRIPTION = (
+    'Comma-separated ("person,dog,potted plant") or an ontology YAML file on the server.'
+)
+
+
+def classes_input(inputs, params, description=CLASSES_DESCRIPTION):
+    """The required ``classes`` input, marked invalid when the list is."""
+    prop = inputs.str("classes", required=True, label="Classes", description=description)
+    return invalidate(prop, classes_error(params.get("classes")))
+
+
 def classes_error(value):
     """What is wrong with a class list (comma-separated names or an ontology file), or None."""
     if value is None:
         return None  # a required property: FiftyOne says so itself
-    if not str(value).strip():
-        return "the class list is empty: name at least one class"
-    if str(value).lower().endswith(ONTOLOGY_SUFFIXES):
-        path = Path(value).expanduser()
-        if not path.is_file():
-            return (
-                f"no ontology file {path} on the server: give an existing YAML file, or the "
-                "class names separated by commas"
-            )
-    from fiftyone_usam.errors import USAMError
     from fiftyone_usam.ontology import load_ontology
 
+    return _library_error(load_ontology, value)
+
+
+def _library_error(check, *args):
+    """The message of the `USAMError` that ``check(*args)`` raises, or None."""
+    from fiftyone_usam.errors import USAMError
+
     try:
-        load_ontology(value)
+        check(*args)
     except USAMError as e:
         return str(e)
     return None
@@ -81,21 +87,21 @@ def name_error(value, what):
 
 
 def multiple_of_8_error(value, what):
-    """Image sizes for diffusion models (as fiftyone_usam.sources.jobs checks them)."""
+    """Image sizes for diffusion models, as the library checks them."""
     try:
         size = int(value)
     except (TypeError, ValueError):
         return None  # absent, or not a number: FiftyOne's type check says so
-    if size < 8 or size % 8:
-        return f"{what} must be a positive multiple of 8, got {value}"
-    return None
+    from fiftyone_usam.sources.jobs import check_image_size
+
+    return _library_error(check_image_size, what, size)
 
 
 def prompt_error(prompt):
-    """A prompt template without ``{}`` for the class name (as fiftyone_usam.sources.jobs)."""
-    if prompt and "{}" not in prompt:
-        return f"the prompt {prompt!r} needs a {{}} for the class name"
-    return None
+    """A prompt template without ``{}`` for the class name, as the library checks it."""
+    from fiftyone_usam.sources.jobs import check_prompt
+
+    return _library_error(check_prompt, prompt or None)
 
 
 def sam_variant(sam, checkpoint, *, custom=False, described_choice="no variant"):
@@ -129,41 +135,21 @@ def sam_variant(sam, checkpoint, *, custom=False, described_choice="no variant")
 
 
 def pipeline_error(model):
-    """A diffusers model that looks like a local path but is no pipeline directory, or None.
-
-    Mirrors the library's rule: an existing directory needs ``model_index.json``; a value that
-    starts with ``/``, ``.`` or ``~`` or has more than one ``/`` is a path, not a Hub id.
-    """
+    """A diffusers model that looks like a local path but is no pipeline directory, or None."""
     if not model:
         return None
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if (path / "model_index.json").is_file():
-            return None
-        return f"{path} holds no diffusers pipeline (no model_index.json)"
-    if path.exists():
-        return f"{path} is a file: give a Hugging Face Hub id or a pipeline directory"
-    text = str(model)
-    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
-        return (
-            f"no pipeline directory at {path}: give an existing directory written by "
-            "save_pretrained, or a Hugging Face Hub id"
-        )
-    return None
+    from fiftyone_usam.sources.pipelines import check_source
+
+    return _library_error(check_source, model)
 
 
 def field_prefix_error(field):
     """An output field prefix that is not letters, digits and underscores."""
     if field is None:
         return None
-    from fiftyone_usam.errors import USAMError
     from fiftyone_usam.fiftyone_io.writer import output_fields
 
-    try:
-        output_fields(field)
-    except USAMError as e:
-        return str(e)
-    return None
+    return _library_error(output_fields, field)
 
 
 def other_classes(dataset, field, classes):

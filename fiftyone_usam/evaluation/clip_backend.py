@@ -125,27 +125,17 @@ def load_clip(
 
 
 def _check_source(model: str | Path) -> str:
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(
-                f"{path} holds no CLIP model (no config.json). Save one there with "
-                "`CLIPModel.from_pretrained(ID).save_pretrained(DIR)` and the same with "
-                "CLIPProcessor, then pass --clip-model DIR"
-            )
-        return str(path)
-    if path.exists():
-        raise CheckpointError(
-            f"{path} is a file: --clip-model takes a hub id or a directory written by "
-            "save_pretrained"
-        )
-    text = str(model)
-    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
-        raise CheckpointError(
-            f"no CLIP directory at {path}: pass an existing directory written by "
-            f"save_pretrained, or a Hugging Face Hub id such as {DEFAULT_CLIP_MODEL}"
-        )
-    return text
+    from fiftyone_usam.hub import model_source
+
+    return model_source(
+        model,
+        marker="config.json",
+        kind="CLIP model",
+        noun="CLIP",
+        option="--clip-model",
+        save="`CLIPModel.from_pretrained(ID).save_pretrained(DIR)` and the same with CLIPProcessor",
+        example=DEFAULT_CLIP_MODEL,
+    )
 
 
 def _load_error(model: str, error: Exception) -> CheckpointError:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fiftyone_usam.sources.files import write_bytes_atomic
 
 
 @dataclass
@@ -121,8 +121,10 @@ def write_report(report: EvaluationReport, directory: str | Path) -> Path:
     out = Path(directory).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     report.report_dir = str(out.resolve())
-    _atomic_text(out / "report.json", json.dumps(report.to_dict(), indent=2) + "\n")
-    _atomic_text(out / "report.md", report.markdown())
+    write_bytes_atomic(
+        out / "report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode()
+    )
+    write_bytes_atomic(out / "report.md", report.markdown().encode())
     _plot_per_class_iou(report, out / "per_class_iou.png")
     _plot_confusion(report, out / "confusion_matrix.png")
     return out
@@ -171,20 +173,11 @@ def _plot_confusion(report: EvaluationReport, path: Path) -> None:
 
 
 def _save_figure(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    import io
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _pct(value: float | None) -> str:

@@ -33,7 +33,7 @@ from fiftyone_usam import __version__
 from fiftyone_usam.config import config_from_dict, config_to_dict
 from fiftyone_usam.errors import CheckpointError, ConfigError
 from fiftyone_usam.head.classifier import BACKGROUND, BACKGROUND_CONVENTION, Head
-from fiftyone_usam.head.layout import FORMAT, FORMAT_VERSION, METADATA, STAGES, WEIGHTS
+from fiftyone_usam.head.layout import FORMAT, FORMAT_VERSION, METADATA, WEIGHTS, find_checkpoint
 from fiftyone_usam.head.model import HeadConfig, MaskClassifier
 
 logger = logging.getLogger(__name__)
@@ -95,32 +95,6 @@ def load_head(path: str | Path, *, device: str | torch.device | None = None) -> 
     except (RuntimeError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} does not fit its recorded head config: {e}") from None
     return head.to(device or "cpu")
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint directory ``path`` names (see `load_head`).
-
-    Raises:
-        CheckpointError: no checkpoint there, with what to do.
-    """
-    folder = Path(path).expanduser()
-    if folder.name == METADATA or folder.name == WEIGHTS:
-        folder = folder.parent
-    if (folder / METADATA).is_file():
-        return folder
-    for stage in STAGES:
-        if (folder / stage / METADATA).is_file():
-            return folder / stage
-        if any(folder.glob(f".{stage}.*")):
-            logger.warning("%s: an interrupted write left no %s checkpoint", folder, stage)
-    hint = (
-        " (an interrupted write leaves only hidden .tmp directories: train again)"
-        if folder.is_dir()
-        else ""
-    )
-    raise CheckpointError(
-        f"no U-SAM head checkpoint at {folder}{hint}: train one with `usam train --out {folder}`"
-    )
 
 
 def _metadata(head: Head, weights_sha256: str) -> dict[str, Any]:

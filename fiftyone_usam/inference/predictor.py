@@ -196,15 +196,8 @@ def _grouping(
     """A `(C, G)` 0/1 matrix summing fine-class probabilities into superclasses."""
     if groups is None or not groups.superclasses():
         return None, tuple(classes)
-    group_of = {}
-    for name in classes:
-        if name not in groups:
-            raise ConfigError(
-                f"the head's class {name!r} is not in the grouping ontology "
-                f"({', '.join(groups.names)})"
-            )
-        group_of[name] = groups.spec(name).superclass or name
-    names = tuple(dict.fromkeys(group_of[c] for c in classes))
+    group_of = groups.group_of(classes)
+    names = tuple(dict.fromkeys(group_of.values()))
     merge = np.zeros((len(classes), len(names)), dtype=np.float32)
     for i, name in enumerate(classes):
         merge[i, names.index(group_of[name])] = 1.0

@@ -61,11 +61,8 @@ class GenerationConfig:
                 f"unknown scheduler {self.scheduler!r}: use one of {', '.join(SCHEDULERS)}"
             )
         for name in ("height", "width"):
-            value = getattr(self, name)
-            if value is not None and (value < 8 or value % 8):
-                raise ConfigError(f"{name} must be a positive multiple of 8, got {value}")
-        if self.prompt is not None and "{}" not in self.prompt:
-            raise ConfigError(f"the prompt {self.prompt!r} needs a {{}} for the class name")
+            check_image_size(name, getattr(self, name))
+        check_prompt(self.prompt)
 
 
 @dataclass(frozen=True)
@@ -137,3 +134,16 @@ def image_path(images_dir: Path, job: ImageJob) -> Path:
     """``<images_dir>/<class slug>/<class slug>-<recipe>-<index>.png``."""
     name = slug(job.label)
     return images_dir / name / f"{name}-{job.recipe}-{job.index:05d}.png"
+
+
+def check_image_size(name: str, value: int | None) -> None:
+    """Raises ConfigError unless ``value`` (an image height or width) is None or a positive
+    multiple of 8, as diffusion models need."""
+    if value is not None and (value < 8 or value % 8):
+        raise ConfigError(f"{name} must be a positive multiple of 8, got {value}")
+
+
+def check_prompt(prompt: str | None) -> None:
+    """Raises ConfigError for a prompt template without ``{}`` for the class name."""
+    if prompt is not None and "{}" not in prompt:
+        raise ConfigError(f"the prompt {prompt!r} needs a {{}} for the class name")

@@ -66,7 +66,7 @@ def load_pipeline(
     """
     from diffusers import DiffusionPipeline
 
-    source = _check_source(model)
+    source = check_source(model)
     try:
         pipe = DiffusionPipeline.from_pretrained(source, **{_dtype_keyword(): dtype})
     except (OSError, ValueError) as e:
@@ -107,25 +107,20 @@ def _dtype_keyword() -> str:
     return "dtype"
 
 
-def _check_source(model: str | Path) -> str:
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise CheckpointError(
-                f"{path} holds no diffusers pipeline (no model_index.json). Save one there with "
-                "`DiffusionPipeline.from_pretrained(ID).save_pretrained(DIR)` or "
-                "`huggingface-cli download ID --local-dir DIR`, then pass --model DIR"
-            )
-        return str(path)
-    if path.exists():
-        raise CheckpointError(f"{path} is a file: --model takes a hub id or a pipeline directory")
-    text = str(model)
-    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
-        raise CheckpointError(
-            f"no pipeline directory at {path}: pass an existing directory written by "
-            "save_pretrained, or a Hugging Face Hub id such as " + DEFAULT_MODEL
-        )
-    return text
+def check_source(model: str | Path) -> str:
+    """The pipeline directory or hub id ``model`` names (see `fiftyone_usam.hub.model_source`)."""
+    from fiftyone_usam.hub import model_source
+
+    return model_source(
+        model,
+        marker="model_index.json",
+        kind="diffusers pipeline",
+        noun="pipeline",
+        option="--model",
+        save="`DiffusionPipeline.from_pretrained(ID).save_pretrained(DIR)` or "
+        "`huggingface-cli download ID --local-dir DIR`",
+        example=DEFAULT_MODEL,
+    )
 
 
 def _load_error(model: str, error: Exception) -> CheckpointError:
