@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
-from fiftyone_usam.embeddings.sam_backend import build_sam
+from fiftyone_usam.embeddings.sam_backend import build_sam, load_sam
 from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS, SamVariant
 
 TINY = SamVariant("tiny", 64, 2, 2, (1,), image_size=256, window_size=8)
@@ -63,9 +63,8 @@ def compare(args: argparse.Namespace) -> None:
     from segment_anything import SamAutomaticMaskGenerator
 
     extractor = MaskEmbeddingExtractor(
-        sam,
+        load_sam(sam, device=device),
         points_per_side=args.points_per_side,
-        device=device,
         batch_size=args.batch_size,
         precision=args.precision,
     )
@@ -111,7 +110,7 @@ def gpu_throughput(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         sam = build_sam(OFFICIAL_VARIANTS[name]).cuda()
         extractor = MaskEmbeddingExtractor(
-            sam, device="cuda", batch_size=args.batch_size, precision="bf16"
+            load_sam(sam, device="cuda"), batch_size=args.batch_size, precision="bf16"
         )
         seconds = time_per_image(extractor.extract, images, torch.device("cuda"), args.repeats)
         print(f"{name:8s} {'bf16':9s} {args.batch_size:5d} {1 / seconds:9.2f}")

@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     args = parser.parse_args()
 
-    from fiftyone_usam.evaluation.evaluate import evaluate
+    from fiftyone_usam.stages.evaluate import evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset, maps, targets = build(args.images, Path(tmp))

@@ -25,7 +25,7 @@ import torch
 from fiftyone_usam.ontology import load_ontology
 from fiftyone_usam.sources.generation import Generator
 from fiftyone_usam.sources.jobs import GenerationConfig, plan_jobs
-from fiftyone_usam.sources.random_pipelines import build_random_pipeline
+from fiftyone_usam.testing.pipelines import build_random_pipeline
 
 CLASSES = "person,dog,cat,car,bicycle,potted plant,bottle,chair"
 COMPARED = [("pndm", 50), ("dpm++", 20), ("dpm++", 25)]

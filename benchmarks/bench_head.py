@@ -1,6 +1,6 @@
 """Teacher vs. student on planted-signal bags: mask accuracy and calibration over several seeds.
 
-Held-out images of `fiftyone_usam.head.planted` bags (whose object and background masks are
+Held-out images of `fiftyone_usam.testing.planted` bags (whose object and background masks are
 known) go through each head's `predict` (default threshold) and `predict_proba`:
 
 - object acc: object masks labelled with their image's class;
@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from fiftyone_usam.head.classifier import default_threshold, labels_from_proba
+from fiftyone_usam.head.config import TrainConfig
 from fiftyone_usam.head.model import HeadConfig, MaskClassifier
-from fiftyone_usam.head.planted import BACKGROUND, OBJECT, PlantedBags, make_planted_bags
-from fiftyone_usam.head.train import TrainConfig, fit_student, fit_teacher
+from fiftyone_usam.head.train import fit_student, fit_teacher
+from fiftyone_usam.testing.planted import BACKGROUND, OBJECT, PlantedBags, make_planted_bags
 
 MARGINS = (0.1, 0.25, 0.5, 0.75, 0.9)
 

@@ -1,7 +1,7 @@
 """Prediction: the defaults for threshold, NMS IoU and granularity, and re-labelling speed.
 
 ``--part defaults`` (no database): planted scenes whose answer is known. A head is trained on
-planted bags (`fiftyone_usam.head.planted`); held-out bags become objects in 64x64 scenes. Every
+planted bags (`fiftyone_usam.testing.planted`); held-out bags become objects in 64x64 scenes. Every
 point gets three masks by its kind -- object points: a part of the object (fine), the object
 (medium, SAM's "best" here), the object plus a margin of background (coarse); part points:
 small parts; background points: background regions. Each scene holds two objects (two held-out
@@ -31,11 +31,12 @@ import numpy as np
 
 from fiftyone_usam.embeddings.proposals import MaskProposals
 from fiftyone_usam.head.classifier import default_threshold
+from fiftyone_usam.head.config import TrainConfig
 from fiftyone_usam.head.model import HeadConfig
-from fiftyone_usam.head.planted import BACKGROUND, OBJECT, make_planted_bags
-from fiftyone_usam.head.train import TrainConfig, fit_head
+from fiftyone_usam.head.train import fit_head
 from fiftyone_usam.inference.predictor import PredictorConfig, USAMPredictor
 from fiftyone_usam.masks import decode_rles, encode_masks
+from fiftyone_usam.testing.planted import BACKGROUND, OBJECT, make_planted_bags
 
 SIZE = 64
 
@@ -216,9 +217,9 @@ def full_path(head, paths: list[Path]) -> float:
     import torch
 
     import fiftyone_usam as usam
-    from fiftyone_usam.embeddings.run import spec_for
     from fiftyone_usam.embeddings.sam_backend import build_sam, load_sam
     from fiftyone_usam.embeddings.sam_variants import SamVariant
+    from fiftyone_usam.stages.embed import spec_for
 
     torch.manual_seed(0)
     sam = load_sam(build_sam(SamVariant("tiny", 64, 2, 2, (1,), image_size=256, window_size=8)))

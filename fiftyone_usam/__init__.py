@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from fiftyone_usam.version import __version__
 
 _EXPORTS = {
-    "embed": "fiftyone_usam.embeddings.run",
-    "EmbedReport": "fiftyone_usam.embeddings.run",
+    "embed": "fiftyone_usam.stages.embed",
+    "EmbedReport": "fiftyone_usam.stages.embed",
     "EmbeddingStore": "fiftyone_usam.embeddings.store",
     "StoreSpec": "fiftyone_usam.embeddings.store",
     "MaskEmbeddingExtractor": "fiftyone_usam.embeddings.extractor",
@@ -27,47 +27,44 @@ _EXPORTS = {
     "USAMError": "fiftyone_usam.errors",
     "Ontology": "fiftyone_usam.ontology",
     "load_ontology": "fiftyone_usam.ontology",
-    "generate": "fiftyone_usam.sources.synthetic",
-    "GenerateReport": "fiftyone_usam.sources.synthetic",
-    "crawl": "fiftyone_usam.sources.crawled",
-    "CrawlReport": "fiftyone_usam.sources.crawled",
-    "stored_ontology": "fiftyone_usam.sources.training_dataset",
-    "train_head": "fiftyone_usam.head.run",
-    "TrainReport": "fiftyone_usam.head.run",
+    "generate": "fiftyone_usam.stages.generate",
+    "GenerateReport": "fiftyone_usam.stages.generate",
+    "crawl": "fiftyone_usam.stages.crawl",
+    "CrawlReport": "fiftyone_usam.stages.crawl",
+    "stored_ontology": "fiftyone_usam.fiftyone_io.training_dataset",
+    "train_head": "fiftyone_usam.stages.train",
+    "TrainReport": "fiftyone_usam.stages.train",
     "fit_head": "fiftyone_usam.head.train",
-    "TrainConfig": "fiftyone_usam.head.train",
+    "TrainConfig": "fiftyone_usam.head.config",
     "HeadConfig": "fiftyone_usam.head.model",
     "Head": "fiftyone_usam.head.classifier",
     "load_head": "fiftyone_usam.head.checkpoint",
-    "predict": "fiftyone_usam.inference.run",
-    "PredictReport": "fiftyone_usam.inference.run",
+    "predict": "fiftyone_usam.stages.predict",
+    "PredictReport": "fiftyone_usam.stages.predict",
     "load_model": "fiftyone_usam.fiftyone_io.model",
     "USAMPredictor": "fiftyone_usam.inference.predictor",
-    "baseline": "fiftyone_usam.evaluation.run_baselines",
-    "BaselineReport": "fiftyone_usam.evaluation.run_baselines",
-    "SamClipLabeler": "fiftyone_usam.evaluation.baselines",
-    "OtsuLabeler": "fiftyone_usam.evaluation.baselines",
-    "load_clip": "fiftyone_usam.evaluation.clip_backend",
-    "evaluate": "fiftyone_usam.evaluation.evaluate",
-    "import_voc": "fiftyone_usam.evaluation.benchmarks",
-    "import_coco": "fiftyone_usam.evaluation.benchmarks",
-    "voc_ontology": "fiftyone_usam.evaluation.benchmarks",
-    "coco_ontology": "fiftyone_usam.evaluation.benchmarks",
+    "baseline": "fiftyone_usam.stages.baseline",
+    "BaselineReport": "fiftyone_usam.stages.baseline",
+    "SamClipLabeler": "fiftyone_usam.inference.labelers",
+    "OtsuLabeler": "fiftyone_usam.inference.labelers",
+    "load_clip": "fiftyone_usam.inference.clip_backend",
+    "evaluate": "fiftyone_usam.stages.evaluate",
+    "import_voc": "fiftyone_usam.fiftyone_io.benchmarks",
+    "import_coco": "fiftyone_usam.fiftyone_io.benchmarks",
+    "voc_ontology": "fiftyone_usam.fiftyone_io.benchmarks",
+    "coco_ontology": "fiftyone_usam.fiftyone_io.benchmarks",
     "EvaluationReport": "fiftyone_usam.evaluation.report",
-    "run": "fiftyone_usam.pipeline",
-    "PipelineReport": "fiftyone_usam.pipeline",
-    "demo": "fiftyone_usam.demo",
+    "run": "fiftyone_usam.stages.pipeline",
+    "PipelineReport": "fiftyone_usam.stages.pipeline",
+    "demo": "fiftyone_usam.stages.demo",
     "PredictorConfig": "fiftyone_usam.inference.predictor",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from fiftyone_usam.demo import demo as demo
     from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor as MaskEmbeddingExtractor
     from fiftyone_usam.embeddings.proposals import MaskProposals as MaskProposals
-    from fiftyone_usam.embeddings.run import EmbedReport as EmbedReport
-    from fiftyone_usam.embeddings.run import embed as embed
     from fiftyone_usam.embeddings.sam_backend import LoadedSam as LoadedSam
     from fiftyone_usam.embeddings.sam_backend import load_sam as load_sam
     from fiftyone_usam.embeddings.sam_variants import (
@@ -83,40 +80,43 @@ if TYPE_CHECKING:
         StoreSpec as StoreSpec,
     )
     from fiftyone_usam.errors import USAMError as USAMError
-    from fiftyone_usam.evaluation.baselines import OtsuLabeler as OtsuLabeler
-    from fiftyone_usam.evaluation.baselines import SamClipLabeler as SamClipLabeler
-    from fiftyone_usam.evaluation.benchmarks import coco_ontology as coco_ontology
-    from fiftyone_usam.evaluation.benchmarks import import_coco as import_coco
-    from fiftyone_usam.evaluation.benchmarks import import_voc as import_voc
-    from fiftyone_usam.evaluation.benchmarks import voc_ontology as voc_ontology
-    from fiftyone_usam.evaluation.clip_backend import load_clip as load_clip
-    from fiftyone_usam.evaluation.evaluate import evaluate as evaluate
     from fiftyone_usam.evaluation.report import EvaluationReport as EvaluationReport
-    from fiftyone_usam.evaluation.run_baselines import BaselineReport as BaselineReport
-    from fiftyone_usam.evaluation.run_baselines import baseline as baseline
+    from fiftyone_usam.fiftyone_io.benchmarks import coco_ontology as coco_ontology
+    from fiftyone_usam.fiftyone_io.benchmarks import import_coco as import_coco
+    from fiftyone_usam.fiftyone_io.benchmarks import import_voc as import_voc
+    from fiftyone_usam.fiftyone_io.benchmarks import voc_ontology as voc_ontology
     from fiftyone_usam.fiftyone_io.datasets import find_store as find_store
     from fiftyone_usam.fiftyone_io.model import load_model as load_model
+    from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology as stored_ontology
     from fiftyone_usam.head.checkpoint import load_head as load_head
     from fiftyone_usam.head.classifier import Head as Head
+    from fiftyone_usam.head.config import TrainConfig as TrainConfig
     from fiftyone_usam.head.model import HeadConfig as HeadConfig
-    from fiftyone_usam.head.run import TrainReport as TrainReport
-    from fiftyone_usam.head.run import train_head as train_head
-    from fiftyone_usam.head.train import TrainConfig as TrainConfig
     from fiftyone_usam.head.train import fit_head as fit_head
     from fiftyone_usam.images import load_rgb as load_rgb
+    from fiftyone_usam.inference.clip_backend import load_clip as load_clip
+    from fiftyone_usam.inference.labelers import OtsuLabeler as OtsuLabeler
+    from fiftyone_usam.inference.labelers import SamClipLabeler as SamClipLabeler
     from fiftyone_usam.inference.predictor import PredictorConfig as PredictorConfig
     from fiftyone_usam.inference.predictor import USAMPredictor as USAMPredictor
-    from fiftyone_usam.inference.run import PredictReport as PredictReport
-    from fiftyone_usam.inference.run import predict as predict
     from fiftyone_usam.ontology import Ontology as Ontology
     from fiftyone_usam.ontology import load_ontology as load_ontology
-    from fiftyone_usam.pipeline import PipelineReport as PipelineReport
-    from fiftyone_usam.pipeline import run as run
-    from fiftyone_usam.sources.crawled import CrawlReport as CrawlReport
-    from fiftyone_usam.sources.crawled import crawl as crawl
-    from fiftyone_usam.sources.synthetic import GenerateReport as GenerateReport
-    from fiftyone_usam.sources.synthetic import generate as generate
-    from fiftyone_usam.sources.training_dataset import stored_ontology as stored_ontology
+    from fiftyone_usam.stages.baseline import BaselineReport as BaselineReport
+    from fiftyone_usam.stages.baseline import baseline as baseline
+    from fiftyone_usam.stages.crawl import CrawlReport as CrawlReport
+    from fiftyone_usam.stages.crawl import crawl as crawl
+    from fiftyone_usam.stages.demo import demo as demo
+    from fiftyone_usam.stages.embed import EmbedReport as EmbedReport
+    from fiftyone_usam.stages.embed import embed as embed
+    from fiftyone_usam.stages.evaluate import evaluate as evaluate
+    from fiftyone_usam.stages.generate import GenerateReport as GenerateReport
+    from fiftyone_usam.stages.generate import generate as generate
+    from fiftyone_usam.stages.pipeline import PipelineReport as PipelineReport
+    from fiftyone_usam.stages.pipeline import run as run
+    from fiftyone_usam.stages.predict import PredictReport as PredictReport
+    from fiftyone_usam.stages.predict import predict as predict
+    from fiftyone_usam.stages.train import TrainReport as TrainReport
+    from fiftyone_usam.stages.train import train_head as train_head
 
 
 def __getattr__(name: str) -> Any:

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS
-from fiftyone_usam.head.layout import FORMAT as HEAD_FORMAT
 from fiftyone_usam.head.layout import METADATA as HEAD_METADATA
-from fiftyone_usam.head.layout import WEIGHTS as HEAD_WEIGHTS
 
 from .validation import classes_error
 
@@ -16,30 +14,20 @@ from .validation import classes_error
 def read_head(value):
     """``(metadata, None)`` from a head's ``head.json``, or ``(None, what is wrong)``.
 
-    Reads the JSON only (no weights, no torch): ``value`` is a checkpoint directory, its
+    Reads the JSON only (no weights, no torch), with the library's own reader, so the form
+    refuses exactly what `load_head` refuses: ``value`` is a checkpoint directory, its
     ``head.json``, or a ``usam train --out`` directory (its ``student/``, else ``teacher/``).
     """
     from fiftyone_usam.errors import USAMError
-    from fiftyone_usam.head.layout import find_checkpoint
+    from fiftyone_usam.head.layout import read_metadata
 
     path = Path(value).expanduser()
     if not path.exists():
         return None, f"no head at {path}: train one with U-SAM: train the semantic head"
     try:
-        file = find_checkpoint(path) / HEAD_METADATA
+        return read_metadata(path)[1], None
     except USAMError as e:
         return None, str(e)
-    try:
-        metadata = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        return None, f"cannot read {file}: {e}; train the head again"
-    if not isinstance(metadata, dict) or metadata.get("format") != HEAD_FORMAT:
-        return None, f"{file} is not a U-SAM head checkpoint"
-    if not isinstance(metadata.get("classes"), list) or not metadata["classes"]:
-        return None, f"{file} names no classes: train the head again"
-    if not (file.parent / HEAD_WEIGHTS).is_file():
-        return None, f"{file.parent} has {HEAD_METADATA} but no {HEAD_WEIGHTS}: train it again"
-    return metadata, None
 
 
 def predicted_classes(head_classes, groups):
@@ -70,7 +58,7 @@ def teacher_error(dataset, stage, out):
     if out:
         folder = Path(out).expanduser()
     elif dataset is not None:
-        from fiftyone_usam.head.run import default_head_path
+        from fiftyone_usam.stages.train import default_head_path
 
         folder = default_head_path(dataset.name)
     else:

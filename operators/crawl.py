@@ -65,7 +65,7 @@ class CrawlOperator(foo.Operator):
         return types.Property(inputs, view=types.View(label="U-SAM: crawl training images"))
 
     def execute(self, ctx):
-        from fiftyone_usam.sources.crawled import crawl
+        from fiftyone_usam.stages.crawl import crawl
 
         params = ctx.params
         report = crawl(

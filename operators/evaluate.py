@@ -89,7 +89,7 @@ class EvaluateOperator(foo.Operator):
         return types.Property(inputs, view=types.View(label="U-SAM: evaluate"))
 
     def execute(self, ctx):
-        from fiftyone_usam.evaluation.evaluate import evaluate
+        from fiftyone_usam.stages.evaluate import evaluate
 
         params = ctx.params
         report = evaluate(

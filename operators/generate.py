@@ -77,7 +77,7 @@ class GenerateOperator(foo.Operator):
         return types.Property(inputs, view=types.View(label="U-SAM: generate training images"))
 
     def execute(self, ctx):
-        from fiftyone_usam.sources.synthetic import generate
+        from fiftyone_usam.stages.generate import generate
 
         params = ctx.params
         report = generate(

@@ -112,7 +112,7 @@ class PredictOperator(foo.Operator):
         return types.Property(inputs, view=types.View(label=_LABEL))
 
     def execute(self, ctx):
-        from fiftyone_usam.inference.run import predict
+        from fiftyone_usam.stages.predict import predict
 
         params = ctx.params
         threshold = params.get("threshold")

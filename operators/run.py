@@ -96,7 +96,7 @@ class RunOperator(foo.Operator):
         return types.Property(inputs, view=types.View(label="U-SAM: label from class names"))
 
     def execute(self, ctx):
-        from fiftyone_usam.pipeline import run
+        from fiftyone_usam.stages.pipeline import run
 
         params = ctx.params
 

@@ -65,7 +65,7 @@ class TrainOperator(foo.Operator):
         return prop
 
     def execute(self, ctx):
-        from fiftyone_usam.head.run import train_head
+        from fiftyone_usam.stages.train import train_head
 
         params = ctx.params
         stage = params.get("stage") or "both"

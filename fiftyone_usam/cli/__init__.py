@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from fiftyone_usam import __version__
 from fiftyone_usam.cli.baselines import baseline_command
 from fiftyone_usam.cli.benchmarks import import_coco_command, import_voc_command
 from fiftyone_usam.cli.crawl import crawl_command
@@ -21,6 +20,7 @@ from fiftyone_usam.cli.predict import predict_command
 from fiftyone_usam.cli.run import demo_command, run_command
 from fiftyone_usam.cli.train import train_command
 from fiftyone_usam.errors import USAMError
+from fiftyone_usam.version import __version__
 
 
 class _Group(click.Group):

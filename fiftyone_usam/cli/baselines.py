@@ -15,9 +15,9 @@ from fiftyone_usam.cli.common import (
     overwrite_option,
     view_tag_option,
 )
-from fiftyone_usam.evaluation.baselines import SAM_CLIP_THRESHOLD
-from fiftyone_usam.evaluation.clip_backend import DEFAULT_CLIP_MODEL
-from fiftyone_usam.evaluation.run_baselines import METHODS
+from fiftyone_usam.inference.clip_backend import DEFAULT_CLIP_MODEL
+from fiftyone_usam.inference.labelers import SAM_CLIP_THRESHOLD
+from fiftyone_usam.stages.baseline import METHODS
 
 
 @click.command("baseline")
@@ -119,7 +119,7 @@ def baseline_command(
     Existing output fields are never replaced without --overwrite; a re-run with the same
     settings labels only the samples not labelled yet.
     """
-    from fiftyone_usam.evaluation.run_baselines import baseline
+    from fiftyone_usam.stages.baseline import baseline
 
     report = baseline(
         dataset,

@@ -118,7 +118,7 @@ def crawl_command(
     and at most --max-bytes, and be neither a copy nor a near-copy of an image already kept.
     URLs the dataset already holds are not fetched again.
     """
-    from fiftyone_usam.sources.crawled import crawl
+    from fiftyone_usam.stages.crawl import crawl
 
     report = crawl(
         classes,

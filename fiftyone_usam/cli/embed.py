@@ -86,7 +86,7 @@ def embed_command(
     decoder; per point the store keeps its 3 masks, predicted IoUs, stability scores and the
     1024-d mask-token embedding. Re-running skips the samples already stored.
     """
-    from fiftyone_usam.embeddings.run import embed
+    from fiftyone_usam.stages.embed import embed
 
     report = embed(
         dataset,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fiftyone_usam.cli.common import echo_problems, view_tag_option
-from fiftyone_usam.evaluation.evaluate import DEFAULT_BOUNDARY_TOLERANCE
+from fiftyone_usam.stages.evaluate import DEFAULT_BOUNDARY_TOLERANCE
 
 
 @click.command("evaluate")
@@ -86,7 +86,7 @@ def evaluate_command(
     The evaluation is stored on the dataset as FiftyOne evaluation runs, so the App's Model
     Evaluation panel shows it, mIoU included.
     """
-    from fiftyone_usam.evaluation.evaluate import evaluate
+    from fiftyone_usam.stages.evaluate import evaluate
 
     result = evaluate(
         dataset,

@@ -113,7 +113,7 @@ def generate_command(
     Each image's seed comes from (seed, class, index), so a re-run reproduces it, and images the
     dataset already holds are not made again: an interrupted run resumes where it stopped.
     """
-    from fiftyone_usam.sources.synthetic import generate
+    from fiftyone_usam.stages.generate import generate
 
     report = generate(
         classes,

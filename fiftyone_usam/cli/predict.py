@@ -93,7 +93,7 @@ def predict_command(
     Existing output fields are never replaced without --overwrite; a re-run with the same head
     and settings labels only the samples not labelled yet.
     """
-    from fiftyone_usam.inference.run import predict
+    from fiftyone_usam.stages.predict import predict
 
     report = predict(
         dataset,

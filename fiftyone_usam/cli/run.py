@@ -80,7 +80,7 @@ def run_command(**options: object) -> None:
     Every stage is skipped when its result is already complete and fits the options, so a
     re-run after a crash, or after changing only the class list, does only what changed.
     """
-    from fiftyone_usam.pipeline import run
+    from fiftyone_usam.stages.pipeline import run
 
     classes = options.pop("classes")
     report = run(classes, progress=True, **options)  # type: ignore[arg-type]
@@ -103,7 +103,7 @@ def demo_command(
     dataset: str, workdir: Path | None, images: int, per_class: int, epochs: int, seed: int
 ) -> None:
     """Run every stage offline on the CPU with tiny random models (masks NOT meaningful)."""
-    from fiftyone_usam.demo import WARNING, demo
+    from fiftyone_usam.stages.demo import WARNING, demo
 
     click.echo(WARNING)
     report = demo(

@@ -90,7 +90,7 @@ def train_command(
     masks); a student then learns the same, while being pushed towards "no idea" on the masks
     the teacher is unsure about, which at prediction time become background.
     """
-    from fiftyone_usam.head.run import train_head
+    from fiftyone_usam.stages.train import train_head
 
     report = train_head(
         dataset,

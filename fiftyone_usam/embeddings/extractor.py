@@ -18,6 +18,8 @@ from fiftyone_usam.devices import Precision, resolve_dtype
 from fiftyone_usam.embeddings import sam_backend
 from fiftyone_usam.embeddings.prompts import grid_points_for_image
 from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
+from fiftyone_usam.embeddings.sam_backend import LoadedSam
+from fiftyone_usam.embeddings.store import StoreSpec
 from fiftyone_usam.masks import encode_masks
 
 if TYPE_CHECKING:
@@ -27,14 +29,23 @@ if TYPE_CHECKING:
 EMBEDDING_DIM = 4 * sam_backend.PROMPT_DIM
 
 
+def spec_for(sam: LoadedSam, points_per_side: int) -> StoreSpec:
+    """The store spec that embeddings of ``sam`` with this grid have."""
+    return StoreSpec(
+        sam_variant=sam.variant,
+        checkpoint_sha256=sam.checkpoint_sha256,
+        points_per_side=points_per_side,
+        encoder_input_size=sam.image_size,
+        embedding_dim=EMBEDDING_DIM,
+    )
+
+
 class MaskEmbeddingExtractor:
     """Runs SAM on a grid of point prompts and keeps what U-SAM needs per point.
 
     Args:
-        sam: a `LoadedSam`, a built ``segment_anything`` Sam, or a variant name for `load_sam`.
+        sam: the SAM to run, loaded by `load_sam` (on its device, with its identity).
         points_per_side: grid size; ``d = points_per_side**2`` prompts per image.
-        device: torch device. Default: where a built model already is; CUDA if available (else
-            the CPU) for one loaded here.
         batch_size: images per image-encoder call.
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
         stability_offset: logit offset of the stability score (SAM's default 1.0).
@@ -44,9 +55,8 @@ class MaskEmbeddingExtractor:
 
     def __init__(
         self,
-        sam: Any,
+        sam: LoadedSam,
         points_per_side: int = 10,
-        device: str | torch.device | None = None,
         batch_size: int = 4,
         precision: Precision = "auto",
         stability_offset: float = 1.0,
@@ -54,7 +64,12 @@ class MaskEmbeddingExtractor:
     ) -> None:
         if points_per_side < 1 or batch_size < 1:
             raise ValueError("points_per_side and batch_size must be at least 1")
-        self.sam = sam_backend.load_sam(sam, device=device)
+        if not isinstance(sam, LoadedSam):
+            raise TypeError(
+                f"MaskEmbeddingExtractor takes a LoadedSam, got {type(sam).__name__}: load it "
+                "first with fiftyone_usam.load_sam(sam_or_variant, checkpoint, device=...)"
+            )
+        self.sam = sam
         self.device = next(self.model.parameters()).device
         self.dtype = resolve_dtype(precision, self.device)
         self.points_per_side = points_per_side

@@ -16,8 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,12 +26,12 @@ import numpy as np
 from fiftyone_usam.config import config_from_dict, config_to_dict
 from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
 from fiftyone_usam.errors import ConfigError, StoreError
+from fiftyone_usam.files import atomic_path, remove_stale_temp_files, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _ARRAYS = ("embeddings", "iou_predictions", "stability_scores", "points")
-_TMP = re.compile(r"\.(\d+)\.tmp$")
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,29 @@ class StoreSpec:
     def num_points(self) -> int:
         """``d``, prompts (and embeddings) per image."""
         return self.points_per_side**2
+
+    def differences(
+        self,
+        other: StoreSpec,
+        fields: Iterable[str] | None = None,
+        labels: tuple[str, str] = ("this", "other"),
+    ) -> list[str]:
+        """``"<field>: <label 0> <self's value>, <label 1> <other's value>"`` per differing field.
+
+        The one place that says how two specs differ, for every message that refuses a mismatch.
+
+        Args:
+            other: the spec to compare with.
+            fields: the fields compared; default: all of them.
+            labels: what to call the two sides, e.g. ``("store has", "asked for")``.
+        """
+        mine, theirs = config_to_dict(self), config_to_dict(other)
+        names = list(mine) if fields is None else list(fields)
+        return [
+            f"{n}: {labels[0]} {mine[n]!r}, {labels[1]} {theirs[n]!r}"
+            for n in names
+            if mine[n] != theirs[n]
+        ]
 
     def describe(self) -> str:
         """One line for messages."""
@@ -125,7 +146,9 @@ class EmbeddingStore:
                 f"{path} exists and is not an EmbeddingStore: choose an empty or new directory"
             )
         (path / "shards").mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path / "spec.json", json.dumps(config_to_dict(spec), indent=2))
+        write_text_atomic(
+            path / "spec.json", json.dumps(config_to_dict(spec), indent=2), fsync=True
+        )
         return cls(path, spec)
 
     # -- reading --------------------------------------------------------------------------
@@ -200,23 +223,16 @@ class EmbeddingStore:
         shards.mkdir(parents=True, exist_ok=True)
         number = len(list(shards.glob("*.safetensors")))
         target = shards / f"{number:06d}-{uuid.uuid4().hex[:8]}.safetensors"
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         metadata = {"sample_ids": json.dumps(list(new)), "format_version": str(FORMAT_VERSION)}
-        save_file(arrays, str(tmp), metadata=metadata)
-        _fsync_rename(tmp, target)
+        with atomic_path(target, fsync=True) as tmp:
+            save_file(arrays, str(tmp), metadata=metadata)
         index = self._get_index()
         index.update({sample_id: (target, row) for row, sample_id in enumerate(new)})
         return target
 
     def remove_stale_temp_files(self) -> int:
         """Deletes temporary shard files left by writers that are no longer running."""
-        removed = 0
-        for tmp in (self.path / "shards").glob("*.tmp"):
-            match = _TMP.search(tmp.name)
-            if match and not _pid_alive(int(match.group(1))):
-                tmp.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        return remove_stale_temp_files(self.path / "shards", pattern="", owner_gone=True)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -304,35 +320,8 @@ def _pack(items: list[MaskProposals], spec: StoreSpec) -> dict[str, np.ndarray]:
 
 
 def _mismatch_message(path: Path, found: StoreSpec, wanted: StoreSpec) -> str:
-    found_d, wanted_d = config_to_dict(found), config_to_dict(wanted)
-    diffs = ", ".join(
-        f"{key}: store has {found_d[key]!r}, asked for {wanted_d[key]!r}"
-        for key in found_d
-        if found_d[key] != wanted_d[key]
-    )
+    diffs = ", ".join(found.differences(wanted, labels=("store has", "asked for")))
     return (
         f"the EmbeddingStore at {path} was built with another spec ({diffs}). Use a different "
         "--store directory for these settings, or delete this one to rebuild it."
     )
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    _fsync_rename(tmp, path)
-
-
-def _fsync_rename(tmp: Path, target: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

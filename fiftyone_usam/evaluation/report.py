@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from fiftyone_usam.sources.files import write_bytes_atomic
+from fiftyone_usam.files import write_bytes_atomic
 
 
 @dataclass

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.config import config_to_dict
+from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import DatasetNotFoundError
 
 if TYPE_CHECKING:
     import fiftyone as fo
-
-    from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 
 STORES_KEY = "usam_embedding_stores"
 
@@ -54,12 +54,22 @@ def resolve_view(
     return view
 
 
-def default_store_path(dataset_name: str, spec: StoreSpec) -> Path:
-    """Where a dataset's store goes when none is named: beside FiftyOne's own dataset files."""
+def usam_dir(dataset_name: str) -> Path:
+    """Where U-SAM keeps a dataset's artifacts by default: beside FiftyOne's own dataset files,
+    ``<fo.config.default_dataset_dir>/usam/<dataset>``."""
     import fiftyone as fo
 
-    name = f"embeddings-{spec.sam_variant}-p{spec.points_per_side}"
-    return Path(fo.config.default_dataset_dir).expanduser() / "usam" / dataset_name / name
+    return Path(fo.config.default_dataset_dir).expanduser() / "usam" / dataset_name
+
+
+def default_store_path(dataset_name: str, spec: StoreSpec) -> Path:
+    """Where a dataset's store of ``spec`` goes when none is named."""
+    return usam_dir(dataset_name) / f"embeddings-{spec.sam_variant}-p{spec.points_per_side}"
+
+
+def default_head_path(dataset_name: str) -> Path:
+    """Where `train_head` writes when no ``--out`` is given."""
+    return usam_dir(dataset_name) / "head"
 
 
 def root_dataset(collection: fo.Dataset | fo.DatasetView) -> fo.Dataset:
@@ -97,14 +107,53 @@ def recorded_stores(dataset: fo.Dataset | fo.DatasetView) -> list[dict[str, Any]
     return list(root_dataset(dataset).info.get(STORES_KEY, []))
 
 
-def find_store(dataset: fo.Dataset | fo.DatasetView, spec: StoreSpec | None = None) -> Path | None:
-    """The newest recorded store whose directory exists and (when given) whose spec matches."""
-    from fiftyone_usam.embeddings.store import EmbeddingStore
+def locate_store(
+    view: fo.Dataset | fo.DatasetView,
+    spec: StoreSpec | Mapping[str, Any] | None = None,
+    store: str | Path | None = None,
+    *,
+    complete: bool = False,
+    default: bool = False,
+) -> Path | None:
+    """Which EmbeddingStore holds (or is to hold) a view's mask proposals: the one rule.
 
-    for entry in reversed(recorded_stores(dataset)):
+    In order:
+
+    1. ``store`` when given (it need not exist yet);
+    2. the newest store recorded on the dataset whose directory holds a store and whose spec
+       matches ``spec`` (a `StoreSpec`: equal; a mapping: those fields equal; None: any), and,
+       with ``complete``, that holds every sample of ``view``;
+    3. with ``default`` and a `StoreSpec`: the default location for that spec, or a folder beside
+       it when the default holds another SAM's store (e.g. the same variant, other weights);
+    4. None.
+    """
+    if store is not None:
+        return Path(store).expanduser()
+    ids = set(view.values("id")) if complete else set()
+    for entry in reversed(recorded_stores(view)):
         path = Path(entry["path"])
-        if not (path / "spec.json").is_file():
+        if not (path / "spec.json").is_file() or not _matches(entry.get("spec", {}), spec):
             continue
-        if spec is None or EmbeddingStore.open(path).spec == spec:
+        opened = EmbeddingStore.open(path)
+        if isinstance(spec, StoreSpec) and opened.spec != spec:
+            continue
+        if ids <= opened.sample_ids():
             return path
+    if default and isinstance(spec, StoreSpec):
+        path = default_store_path(view.dataset_name, spec)
+        if (path / "spec.json").is_file() and EmbeddingStore.open(path).spec != spec:
+            path = path.with_name(f"{path.name}-{spec.checkpoint_sha256[:12]}")
+        return path
     return None
+
+
+def find_store(dataset: fo.Dataset | fo.DatasetView, spec: StoreSpec | None = None) -> Path | None:
+    """The newest recorded store whose directory exists and (when given) whose spec matches
+    (`locate_store` without a named store)."""
+    return locate_store(dataset, spec)
+
+
+def _matches(recorded: Mapping[str, Any], spec: StoreSpec | Mapping[str, Any] | None) -> bool:
+    if spec is None or isinstance(spec, StoreSpec):
+        return True  # a StoreSpec is compared with the store's own spec.json
+    return all(recorded.get(name) == value for name, value in spec.items())

@@ -18,20 +18,28 @@ from typing import TYPE_CHECKING, Any
 
 import fiftyone.core.models as fom
 
-from fiftyone_usam.fiftyone_io.writer import sample_labels
+from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
+from fiftyone_usam.embeddings.proposals import MaskProposals
+from fiftyone_usam.embeddings.sam_backend import weights_sha256
+from fiftyone_usam.embeddings.store import EmbeddingStore
+from fiftyone_usam.fiftyone_io.datasets import locate_store
+from fiftyone_usam.fiftyone_io.writer import record_run, sample_labels, set_field_mask_targets
+from fiftyone_usam.head.checkpoint import resolve_head
 from fiftyone_usam.images import load_rgb
-from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, Granularity, PredictorConfig
+from fiftyone_usam.inference.predictor import (
+    DEFAULT_NMS_IOU,
+    Granularity,
+    PredictorConfig,
+    USAMPredictor,
+    build_predictor,
+)
+from fiftyone_usam.inference.sam_match import sam_for_head
+from fiftyone_usam.ontology import Ontology
 
 if TYPE_CHECKING:
     import fiftyone as fo
     import numpy as np
     import torch
-
-    from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
-    from fiftyone_usam.embeddings.proposals import MaskProposals
-    from fiftyone_usam.embeddings.store import EmbeddingStore
-    from fiftyone_usam.inference.predictor import USAMPredictor
-    from fiftyone_usam.ontology import Ontology
 
 
 def load_model(
@@ -59,18 +67,26 @@ def load_model(
         groups: an ontology with superclasses to merge the head's classes into.
         device: torch device.
     """
-    from fiftyone_usam.embeddings.store import EmbeddingStore
-    from fiftyone_usam.inference.run import _head, _predictor
-
-    model, head_path = _head(head, device)
-    predictor = _predictor(
+    model, head_path = resolve_head(head, device)
+    predictor = build_predictor(
         model, PredictorConfig(threshold, nms_iou, granularity, class_agnostic_nms), groups
     )
     opened = EmbeddingStore.open(store) if store is not None else None
     if opened is not None:
         model.check_compatible(opened.spec)
+    extractor = None
+    if sam is not None or checkpoint is not None:
+        # checked now, once: a mismatch is refused before any sample, not once per sample
+        loaded, points = sam_for_head(model, sam, checkpoint, device)
+        extractor = MaskEmbeddingExtractor(loaded, points_per_side=points)
     return USAMModel(
-        predictor, store=opened, sam=sam, checkpoint=checkpoint, device=device, head_path=head_path
+        predictor,
+        store=opened,
+        sam=sam,
+        checkpoint=checkpoint,
+        device=device,
+        head_path=head_path,
+        extractor=extractor,
     )
 
 
@@ -86,6 +102,7 @@ class USAMModel(fom.Model, fom.SamplesMixin):
         checkpoint: str | Path | None = None,
         device: str | torch.device | None = None,
         head_path: str | None = None,
+        extractor: MaskEmbeddingExtractor | None = None,
     ) -> None:
         fom.SamplesMixin.__init__(self)
         self.predictor = predictor
@@ -93,7 +110,7 @@ class USAMModel(fom.Model, fom.SamplesMixin):
         self.run_id = uuid.uuid4().hex
         self.head_path = head_path
         self._sam_args = (sam, checkpoint, device)
-        self._extractor: MaskEmbeddingExtractor | None = None
+        self._extractor = extractor
         self._looked_for_store = store is not None
         self._written: tuple[fo.Dataset, str] | None = None
         self._preprocess = False
@@ -162,30 +179,20 @@ class USAMModel(fom.Model, fom.SamplesMixin):
 
     def _sam(self) -> MaskEmbeddingExtractor:
         if self._extractor is None:
-            from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
-            from fiftyone_usam.inference.embedding_source import head_spec, sam_for_head
-
-            loaded = sam_for_head(self.predictor.head, *self._sam_args)
-            spec = head_spec(self.predictor.head)
-            self._extractor = MaskEmbeddingExtractor(loaded, points_per_side=spec.points_per_side)
+            loaded, points = sam_for_head(self.predictor.head, *self._sam_args)
+            self._extractor = MaskEmbeddingExtractor(loaded, points_per_side=points)
         return self._extractor
 
 
 def _store_for(dataset: fo.Dataset, predictor: USAMPredictor) -> EmbeddingStore | None:
-    from fiftyone_usam.embeddings.store import EmbeddingStore
-    from fiftyone_usam.fiftyone_io.datasets import find_store
-
     spec = predictor.head.store_spec
-    path = find_store(dataset, spec) if spec is not None else None
+    path = locate_store(dataset, spec) if spec is not None else None
     return EmbeddingStore.open(path) if path is not None else None
 
 
 def finalize_run(model: USAMModel, dataset: fo.Dataset, sample_id: str) -> None:
     """Finds the semantic field whose label on ``sample_id`` carries the model's run id."""
     import fiftyone as fo
-
-    from fiftyone_usam.embeddings.sam_backend import weights_sha256
-    from fiftyone_usam.fiftyone_io.writer import record_run, set_field_mask_targets
 
     sample = dataset[sample_id]
     for name in dataset.get_field_schema(embedded_doc_type=fo.Segmentation):

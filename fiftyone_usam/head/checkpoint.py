@@ -22,19 +22,20 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fiftyone_usam import __version__
 from fiftyone_usam.config import config_from_dict, config_to_dict
+from fiftyone_usam.embeddings.store import StoreSpec
 from fiftyone_usam.errors import CheckpointError, ConfigError
+from fiftyone_usam.files import atomic_dir, fsync_files
 from fiftyone_usam.head.classifier import BACKGROUND, BACKGROUND_CONVENTION, Head
-from fiftyone_usam.head.layout import FORMAT, FORMAT_VERSION, METADATA, WEIGHTS, find_checkpoint
+from fiftyone_usam.head.config import TrainConfig
+from fiftyone_usam.head.layout import FORMAT, FORMAT_VERSION, METADATA, WEIGHTS, read_metadata
 from fiftyone_usam.head.model import HeadConfig, MaskClassifier
+from fiftyone_usam.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +50,13 @@ def save_head(head: Head, path: str | Path) -> Path:
 
     target = Path(path).expanduser()
     _refuse_foreign(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(target) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in head.model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         metadata = _metadata(head, _sha256(tmp / WEIGHTS))
         (tmp / METADATA).write_text(json.dumps(metadata, indent=2))
-        for name in (WEIGHTS, METADATA):
-            _fsync(tmp / name)
-        _swap_into_place(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsync_files(tmp, (WEIGHTS, METADATA))
+    _fsync_dir(target.parent)
     return target
 
 
@@ -79,11 +74,8 @@ def load_head(path: str | Path, *, device: str | torch.device | None = None) -> 
     """
     from safetensors.torch import load_file
 
-    folder = find_checkpoint(path)
-    metadata = _read_metadata(folder)
+    folder, metadata = read_metadata(path)
     weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{folder} has {METADATA} but no {WEIGHTS}: train the head again")
     if _sha256(weights) != metadata.get("weights_sha256"):
         raise CheckpointError(
             f"{weights} does not match its {METADATA} (SHA-256 differs): the checkpoint was "
@@ -95,6 +87,22 @@ def load_head(path: str | Path, *, device: str | torch.device | None = None) -> 
     except (RuntimeError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} does not fit its recorded head config: {e}") from None
     return head.to(device or "cpu")
+
+
+def resolve_head(
+    head: str | Path | Head, device: str | torch.device | None = None
+) -> tuple[Head, str | None]:
+    """A head given as a checkpoint path (loaded) or as a `Head` (moved to ``device`` if given).
+
+    Returns:
+        ``(head, path)``: the head, and the resolved checkpoint path it came from (None for a
+        `Head` object).
+    """
+    if isinstance(head, (str, Path)):
+        return load_head(head, device=device), str(Path(head).expanduser().resolve())
+    if device is not None:
+        head.to(device)
+    return head, None
 
 
 def _metadata(head: Head, weights_sha256: str) -> dict[str, Any]:
@@ -121,26 +129,7 @@ def _metadata(head: Head, weights_sha256: str) -> dict[str, Any]:
     }
 
 
-def _read_metadata(folder: Path) -> dict[str, Any]:
-    file = folder / METADATA
-    try:
-        metadata = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {file}: {e}; train the head again") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{file} is not a U-SAM head checkpoint")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{file} has format version {metadata.get('format_version')}; this fiftyone-usam "
-            f"({__version__}) reads version {FORMAT_VERSION}: retrain the head or upgrade"
-        )
-    return metadata
-
-
 def _head_from(metadata: dict[str, Any], folder: Path) -> Head:
-    from fiftyone_usam.embeddings.store import StoreSpec
-    from fiftyone_usam.head.train import TrainConfig
-
     source = str(folder / METADATA)
     try:
         classes = [str(c) for c in metadata["classes"]]
@@ -171,27 +160,12 @@ def _refuse_foreign(target: Path) -> None:
         )
 
 
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Renames ``tmp`` to ``target``; an old ``target`` is moved aside first, then deleted."""
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

@@ -10,7 +10,6 @@ uniform distribution, which is what makes the threshold work.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -18,19 +17,18 @@ import torch
 
 from fiftyone_usam.config import config_to_dict
 from fiftyone_usam.errors import ConfigError, StoreError
+from fiftyone_usam.head.config import DEFAULT_THRESHOLD_MARGIN, TrainConfig, default_threshold
 from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS as COMPATIBILITY_FIELDS
 from fiftyone_usam.head.model import MaskClassifier
 
 if TYPE_CHECKING:
     from fiftyone_usam.embeddings.store import StoreSpec
-    from fiftyone_usam.head.train import TrainConfig
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 BACKGROUND = "background"
 BACKGROUND_CONVENTION = "threshold"
 _CHUNK = 65536  # masks per forward pass in predict_proba
-DEFAULT_THRESHOLD_MARGIN = 0.5  # TrainConfig.threshold_margin's default; see default_threshold
 
 
 class Head:
@@ -145,11 +143,7 @@ class Head:
                     f"holds {spec.embedding_dim}-d ones ({spec.describe()})"
                 )
             return
-        diffs = [
-            f"{name}: head {getattr(self.store_spec, name)!r}, store {getattr(spec, name)!r}"
-            for name in COMPATIBILITY_FIELDS
-            if getattr(self.store_spec, name) != getattr(spec, name)
-        ]
+        diffs = self.store_spec.differences(spec, COMPATIBILITY_FIELDS, ("head", "store"))
         if diffs:
             raise StoreError(
                 "this head was trained on embeddings of another kind than the store's ("
@@ -157,19 +151,6 @@ class Head:
                 + f"). The head expects {self.store_spec.describe()}. Embed the images with that "
                 "SAM checkpoint and grid, or train a head on embeddings like the store's"
             )
-
-    def save(self, path: str | Path) -> Path:
-        """Writes the head as a checkpoint directory (see `fiftyone_usam.head.checkpoint`)."""
-        from fiftyone_usam.head.checkpoint import save_head
-
-        return save_head(self, path)
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: str | torch.device | None = None) -> Head:
-        """Reads a checkpoint directory (or a training ``--out`` directory: its student)."""
-        from fiftyone_usam.head.checkpoint import load_head
-
-        return load_head(path, device=device)
 
     def describe(self) -> str:
         """One line for messages."""
@@ -200,15 +181,6 @@ class Head:
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"threshold must be a probability in [0, 1], got {value}")
         return value
-
-
-def default_threshold(num_classes: int, margin: float) -> float:
-    """``1/C + margin * (1 - 1/C)``: 0 is the uniform distribution over ``C`` classes, 1 certainty.
-
-    Scaling with ``C`` keeps one margin meaningful for 2 classes and for 80: the student
-    pushes background masks towards ``1/C``, and object masks towards 1.
-    """
-    return 1.0 / num_classes + margin * (1.0 - 1.0 / num_classes)
 
 
 def labels_from_proba(probs: Array, threshold: float) -> Array:

@@ -3,10 +3,13 @@ so the App's forms can check a head cheaply)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from fiftyone_usam.errors import CheckpointError
+from fiftyone_usam.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +54,33 @@ def find_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(
         f"no U-SAM head checkpoint at {folder}{hint}: train one with `usam train --out {folder}`"
     )
+
+
+def read_metadata(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint directory ``path`` names and its ``head.json``, checked (no torch, no weights).
+
+    The one reader of ``head.json``: `load_head` and the App's forms both use it, so a form never
+    accepts a head that loading would refuse.
+
+    Raises:
+        CheckpointError: no checkpoint, unreadable JSON, another format or format version, no
+            classes, or no weights file beside it; each with what to do.
+    """
+    folder = find_checkpoint(path)
+    file = folder / METADATA
+    try:
+        metadata = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {file}: {e}; train the head again") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a U-SAM head checkpoint")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file} has format version {metadata.get('format_version')}; this fiftyone-usam "
+            f"({__version__}) reads version {FORMAT_VERSION}: retrain the head or upgrade"
+        )
+    if not isinstance(metadata.get("classes"), list) or not metadata["classes"]:
+        raise CheckpointError(f"{file} names no classes: train the head again")
+    if not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"{folder} has {METADATA} but no {WEIGHTS}: train the head again")
+    return folder, metadata

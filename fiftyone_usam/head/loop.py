@@ -13,17 +13,14 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from fiftyone_usam.errors import ConfigError
+from fiftyone_usam.head.config import TrainConfig
 from fiftyone_usam.head.losses import pool_topk
 from fiftyone_usam.head.model import MaskClassifier
-
-if TYPE_CHECKING:
-    from fiftyone_usam.head.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 

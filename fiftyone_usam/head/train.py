@@ -8,16 +8,17 @@ Training is deterministic on the CPU for a fixed seed (torch's global RNG is lef
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from fiftyone_usam.devices import resolve_device
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.head.classifier import DEFAULT_THRESHOLD_MARGIN, Head, default_threshold
+from fiftyone_usam.head.classifier import Head
+from fiftyone_usam.head.config import TrainConfig, default_threshold
 from fiftyone_usam.head.loop import (
     ProgressCallback,
     make_bags,
@@ -29,67 +30,6 @@ from fiftyone_usam.head.loop import (
 from fiftyone_usam.head.losses import bad_masks, mil_loss, uncertainty_loss
 from fiftyone_usam.head.model import HeadConfig, MaskClassifier
 from fiftyone_usam.head.training_set import check_training_arrays
-
-Stage = Literal["teacher", "student", "both"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How the head is trained.
-
-    Attributes:
-        stage: ``teacher`` (MIL only), ``student`` (distilled from a given teacher), or
-            ``both`` (teacher, then student); `fit_head` returns the last one trained.
-        epochs: at most this many passes over the training images per stage.
-        batch_size: images per optimisation step.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        topk_divisor: ``a`` in ``k = max(1, ceil(d / a))``, the masks that score a class.
-        entropy_threshold: teacher entropy (nats) above which a mask is "bad" for the student.
-        lambda_mil: weight of the MIL loss in the student's objective.
-        lambda_uncertainty: weight of the uncertainty loss in the student's objective.
-        val_fraction: share of the images held out (per class) for early stopping and metrics.
-        patience: stop a stage after this many epochs without a better held-out loss.
-        threshold_margin: the head's default confidence threshold is
-            ``1/C + threshold_margin * (1 - 1/C)``: 0 is the uniform distribution, 1 certainty.
-        student_init: ``random`` (fresh weights) or ``teacher`` (start from the teacher's).
-            Fresh weights were more reliable on planted data (benchmarks/bench_head.py): a
-            teacher that calls the background one of the classes passes that confusion on.
-        seed: seeds the split, the initialisation, the batch order and dropout.
-        device: ``cpu``, ``cuda``, ``cuda:N``; None: CUDA when available.
-    """
-
-    stage: Stage = "both"
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    topk_divisor: float = 8.0
-    entropy_threshold: float = 0.5
-    lambda_mil: float = 1.0
-    lambda_uncertainty: float = 0.15
-    val_fraction: float = 0.2
-    patience: int = 10
-    threshold_margin: float = DEFAULT_THRESHOLD_MARGIN
-    student_init: Literal["teacher", "random"] = "random"
-    seed: int = 0
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.stage not in ("teacher", "student", "both"):
-            raise ConfigError(f"stage must be teacher, student or both, got {self.stage!r}")
-        if self.student_init not in ("teacher", "random"):
-            raise ConfigError(f"student_init must be random or teacher, got {self.student_init!r}")
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "topk_divisor"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0.0 <= self.threshold_margin < 1.0:
-            raise ConfigError(f"threshold_margin must be in [0, 1), got {self.threshold_margin}")
 
 
 @dataclass
@@ -283,8 +223,3 @@ def _usable_teacher(
             f"the student {head_config.input_dim}-d"
         )
     return teacher.model
-
-
-def with_overrides(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
-    """``config`` with the settings in ``overrides`` that are not None replaced."""
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -22,13 +23,13 @@ from fiftyone_usam.inference.postprocess import (
     semantic_map,
     threshold_candidates,
 )
+from fiftyone_usam.ontology import Ontology, load_ontology
 
 if TYPE_CHECKING:
     from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
     from fiftyone_usam.embeddings.proposals import MaskProposals
     from fiftyone_usam.embeddings.store import StoreSpec
     from fiftyone_usam.head.classifier import Head
-    from fiftyone_usam.ontology import Ontology
 
 Granularity = Literal["best", "coarse", "medium", "fine", "all"]
 GRANULARITIES: tuple[str, ...] = ("best", "coarse", "medium", "fine", "all")
@@ -120,7 +121,11 @@ class USAMPredictor:
     def predict_images(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """Runs SAM then the head on `(H, W, 3)` uint8 RGB images."""
         if self.extractor is None:
-            raise ConfigError("this predictor has no SAM: build it with load_predictor(sam=...)")
+            raise ConfigError(
+                "this predictor has no SAM: build it as USAMPredictor(head, "
+                "extractor=MaskEmbeddingExtractor(load_sam(...))), or label cached proposals "
+                "with predict_proposals"
+            )
         return [self.predict_proposals(p) for p in self.extractor.extract(images)]
 
     def predict_proposals(
@@ -170,6 +175,14 @@ class USAMPredictor:
             "class_agnostic_nms": self.config.class_agnostic_nms,
             "merged_to_superclasses": self._merge is not None,
         }
+
+
+def build_predictor(
+    head: Head, config: PredictorConfig, groups: str | Path | Ontology | None = None
+) -> USAMPredictor:
+    """A predictor of ``head`` with ``config``, its classes merged into the superclasses of
+    ``groups`` (an ontology, its YAML file, or a comma-separated list) when given."""
+    return USAMPredictor(head, config, groups=load_ontology(groups) if groups else None)
 
 
 def candidate_masks(proposals: MaskProposals, granularity: str) -> tuple[np.ndarray, np.ndarray]:

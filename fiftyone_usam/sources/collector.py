@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fiftyone_usam.fiftyone_io.training_dataset import LABEL_FIELD
+from fiftyone_usam.files import write_bytes_atomic
 from fiftyone_usam.progress import Progress
 from fiftyone_usam.sources.fetch import Fetcher
-from fiftyone_usam.sources.files import slug, write_bytes_atomic
-from fiftyone_usam.sources.training_dataset import LABEL_FIELD
+from fiftyone_usam.sources.naming import slug
 from fiftyone_usam.sources.validation import (
     DOWNLOAD_FAILED,
     CheckedImage,
@@ -31,7 +32,7 @@ from fiftyone_usam.sources.validation import (
 if TYPE_CHECKING:
     import fiftyone as fo
 
-    from fiftyone_usam.sources.crawled import CrawlConfig
+    from fiftyone_usam.stages.crawl import CrawlConfig
 
 logger = logging.getLogger(__name__)
 

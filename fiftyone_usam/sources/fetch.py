@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from fiftyone_usam import __version__
 from fiftyone_usam.sources.validation import DOWNLOAD_FAILED, TOO_LARGE, Rejected
+from fiftyone_usam.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.sources.files import slug
+from fiftyone_usam.sources.naming import slug
 from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, SCHEDULERS
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.errors import CheckpointError, ConfigError
+from fiftyone_usam.hub import model_source
 
 if TYPE_CHECKING:
     import torch
@@ -109,7 +110,6 @@ def _dtype_keyword() -> str:
 
 def check_source(model: str | Path) -> str:
     """The pipeline directory or hub id ``model`` names (see `fiftyone_usam.hub.model_source`)."""
-    from fiftyone_usam.hub import model_source
 
     return model_source(
         model,

@@ -21,7 +21,7 @@ def labelled(image_files, tiny_head, tiny_checkpoint):
     server is another process)."""
     import fiftyone as fo
 
-    from fiftyone_usam.inference.run import predict
+    from fiftyone_usam.stages.predict import predict
 
     dataset = fo.Dataset(f"usam-browser-{uuid.uuid4().hex[:8]}")
     dataset.persistent = True

@@ -10,11 +10,11 @@ from PIL import Image
 
 from fiftyone_usam.embeddings.store import EmbeddingStore
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.evaluation.baselines import OtsuLabeler, otsu_foreground
-from fiftyone_usam.evaluation.run_baselines import baseline
 from fiftyone_usam.fiftyone_io.writer import FieldExistsError, recorded_run
 from fiftyone_usam.images import load_rgb
+from fiftyone_usam.inference.labelers import OtsuLabeler, otsu_foreground
 from fiftyone_usam.ontology import load_ontology
+from fiftyone_usam.stages.baseline import baseline
 
 CLASSES = "disc,square"
 
@@ -25,7 +25,7 @@ def embedded(image_files, tiny_checkpoint):
     into a store recorded on it; each test writes its own fields."""
     import fiftyone as fo
 
-    from fiftyone_usam.embeddings.run import embed
+    from fiftyone_usam.stages.embed import embed
 
     dataset = fo.Dataset(f"usam-baselines-{uuid.uuid4().hex[:8]}")
     dataset.persistent = True
@@ -119,7 +119,7 @@ def test_sam_clip_reruns_resume_and_never_overwrite_silently(embedded, sam_clip,
 
 
 def test_sam_clip_reads_the_datasets_ontology(embedded, sam_clip, monkeypatch):
-    from fiftyone_usam.sources.training_dataset import ONTOLOGY_KEY
+    from fiftyone_usam.fiftyone_io.training_dataset import ONTOLOGY_KEY
 
     dataset, _ = embedded
     no_sam(monkeypatch)
@@ -174,7 +174,7 @@ def test_otsu_end_to_end_and_a_corrupt_image(make_dataset, image_files, tmp_path
 
 
 def test_label_view_refuses_a_proposal_labeler_without_a_store(make_dataset, image_files):
-    from fiftyone_usam.inference.labeling import label_view
+    from fiftyone_usam.fiftyone_io.labeling import label_view
 
     class NeedsProposals(OtsuLabeler):
         needs_proposals = True

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.sources.crawled import crawl
-from fiftyone_usam.sources.training_dataset import OntologyMismatchError
+from fiftyone_usam.fiftyone_io.training_dataset import OntologyMismatchError
+from fiftyone_usam.stages.crawl import crawl
 from tests.fixtures.http_images import CORPUS_LIMITS, bing_results_page
 
 FAST = {**CORPUS_LIMITS, "delay": 0.0, "timeout": 5.0, "retries": 1, "progress": False}

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.evaluation.evaluate import evaluate
 from fiftyone_usam.fiftyone_io.writer import FieldExistsError
+from fiftyone_usam.stages.evaluate import evaluate
 
 CAT = (slice(0, 5), slice(0, 5))  # rows, cols of a 10x10 image
 DOG = (slice(5, 10), slice(5, 10))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fiftyone_usam.errors import CheckpointError
+from fiftyone_usam.fiftyone_io.training_dataset import OntologyMismatchError
 from fiftyone_usam.sources.jobs import image_seed
-from fiftyone_usam.sources.synthetic import generate
-from fiftyone_usam.sources.training_dataset import OntologyMismatchError
+from fiftyone_usam.stages.generate import generate
 from tests.fixtures.diffusion import TINY_GENERATION
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -209,7 +209,7 @@ def test_without_weights_the_error_says_how_to_get_them(training_datasets, tmp_p
 def test_a_loaded_pipeline_can_be_passed(training_datasets, tmp_path):
     import fiftyone as fo
 
-    from fiftyone_usam.sources.random_pipelines import build_random_pipeline
+    from fiftyone_usam.testing.pipelines import build_random_pipeline
 
     name = training_datasets()
     pipe = build_random_pipeline("tiny")
@@ -224,7 +224,7 @@ def test_generated_and_crawled_images_share_a_dataset(
 ):
     import fiftyone as fo
 
-    from fiftyone_usam.sources.crawled import crawl
+    from fiftyone_usam.stages.crawl import crawl
     from tests.fixtures.http_images import CORPUS_LIMITS
 
     name = training_datasets()

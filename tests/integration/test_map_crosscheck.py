@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fiftyone_usam.evaluation.evaluate import evaluate
+from fiftyone_usam.stages.evaluate import evaluate
 
 CLASSES = ["cat", "dog", "bird"]
 H, W = 40, 50

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fiftyone_usam.pipeline import run
+from fiftyone_usam.stages.pipeline import run
 
 
 class Interrupt(Exception):
@@ -115,7 +115,7 @@ def test_a_new_class_does_only_the_work_that_changed(target, options):
 
 def test_predictions_it_did_not_write_are_protected(target, options, tiny_head):
     from fiftyone_usam.errors import USAMError
-    from fiftyone_usam.inference.run import predict
+    from fiftyone_usam.stages.predict import predict
 
     predict(
         target,

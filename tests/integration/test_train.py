@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from fiftyone_usam.embeddings.store import EmbeddingStore
 from fiftyone_usam.errors import CheckpointError, DatasetNotFoundError, StoreError
 from fiftyone_usam.head.checkpoint import load_head
-from fiftyone_usam.head.run import HEADS_KEY, train_head
 from fiftyone_usam.head.training_set import TrainingDataError, load_training_set
 from fiftyone_usam.ontology import load_ontology
+from fiftyone_usam.stages.train import HEADS_KEY, train_head
 from tests.fixtures.head import label, write_store
 
 QUICK = {"epochs": 3, "seed": 0, "device": "cpu", "progress": False}
@@ -247,7 +247,7 @@ def test_no_recorded_store_says_to_embed_first(labelled_store, tmp_path):
 
 def test_training_from_a_synthetic_store_end_to_end(labelled_store, tmp_path):
     """Planted bags through a real store and dataset: the head learns them."""
-    from fiftyone_usam.head.planted import OBJECT, make_planted_bags
+    from fiftyone_usam.testing.planted import OBJECT, make_planted_bags
 
     bags = make_planted_bags(2, 12, masks_per_image=16, seed=3)
     dataset, store = labelled_store([bags.classes[c] for c in bags.labels], bags.embeddings)

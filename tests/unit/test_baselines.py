@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from fiftyone_usam.errors import CheckpointError, ConfigError
-from fiftyone_usam.evaluation.baselines import (
+from fiftyone_usam.inference.clip_backend import DEFAULT_CLIP_MODEL, load_clip
+from fiftyone_usam.inference.labelers import (
     OtsuLabeler,
     SamClipLabeler,
     masked_crop,
     otsu_foreground,
     prediction_from_probabilities,
 )
-from fiftyone_usam.evaluation.clip_backend import DEFAULT_CLIP_MODEL, load_clip
 from fiftyone_usam.inference.predictor import PredictorConfig
 from fiftyone_usam.masks import decode_rles
 from fiftyone_usam.ontology import load_ontology, ontology_from_dict

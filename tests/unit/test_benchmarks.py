@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from fiftyone_usam.evaluation.benchmark_files import IGNORE, coco_semantic, full_mask
-from fiftyone_usam.evaluation.benchmarks import (
+from fiftyone_usam.fiftyone_io.benchmark_files import IGNORE, coco_semantic, full_mask
+from fiftyone_usam.fiftyone_io.benchmarks import (
     COCO_CLASSES,
     COCO_SUPERCATEGORIES,
     VOC_CLASSES,

@@ -5,6 +5,7 @@ from segment_anything import SamPredictor
 
 from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
 from fiftyone_usam.embeddings.prompts import grid_points_for_image
+from fiftyone_usam.embeddings.sam_backend import load_sam
 from tests.conftest import scene
 
 SIZES = [(48, 64), (80, 60), (37, 53)]
@@ -17,9 +18,9 @@ def images():
 
 @pytest.fixture(scope="module")
 def proposals(tiny_sam, images):
-    return MaskEmbeddingExtractor(tiny_sam, points_per_side=10, device="cpu", batch_size=3).extract(
-        images
-    )
+    return MaskEmbeddingExtractor(
+        load_sam(tiny_sam, device="cpu"), points_per_side=10, batch_size=3
+    ).extract(images)
 
 
 def _predictor_outputs(sam, image, points_per_side):
@@ -51,7 +52,9 @@ def test_equals_sam_predictor(tiny_sam, images, proposals):
 
 
 def test_equals_sam_predictor_exactly_one_image_at_a_time(tiny_sam, images):
-    extractor = MaskEmbeddingExtractor(tiny_sam, points_per_side=10, device="cpu", batch_size=1)
+    extractor = MaskEmbeddingExtractor(
+        load_sam(tiny_sam, device="cpu"), points_per_side=10, batch_size=1
+    )
     for image, found in zip(images, extractor.extract(images), strict=True):
         masks, iou, _ = _predictor_outputs(tiny_sam, image, 10)
         np.testing.assert_array_equal(found.decode_masks(), masks)
@@ -89,7 +92,7 @@ def test_output_types_and_shapes(proposals):
 
 def test_batching_does_not_change_results(tiny_sam, images, proposals):
     singles = MaskEmbeddingExtractor(
-        tiny_sam, points_per_side=10, device="cpu", batch_size=1
+        load_sam(tiny_sam, device="cpu"), points_per_side=10, batch_size=1
     ).extract(images)
     for a, b in zip(proposals, singles, strict=True):
         np.testing.assert_allclose(
@@ -100,7 +103,7 @@ def test_batching_does_not_change_results(tiny_sam, images, proposals):
 
 def test_mask_chunking_does_not_change_results(tiny_sam, images, proposals):
     chunked = MaskEmbeddingExtractor(
-        tiny_sam, points_per_side=10, device="cpu", batch_size=3, max_mask_bytes=1
+        load_sam(tiny_sam, device="cpu"), points_per_side=10, batch_size=3, max_mask_bytes=1
     ).extract(images)
     for a, b in zip(proposals, chunked, strict=True):
         assert a.mask_rles == b.mask_rles
@@ -108,7 +111,9 @@ def test_mask_chunking_does_not_change_results(tiny_sam, images, proposals):
 
 
 def test_grid_size_sets_d(tiny_sam, images):
-    (found,) = MaskEmbeddingExtractor(tiny_sam, points_per_side=3, device="cpu").extract(images[:1])
+    (found,) = MaskEmbeddingExtractor(load_sam(tiny_sam, device="cpu"), points_per_side=3).extract(
+        images[:1]
+    )
     assert found.embeddings.shape == (9, 1024) and len(found.mask_rles) == 27
 
 
@@ -122,4 +127,4 @@ def test_grid_size_sets_d(tiny_sam, images):
 )
 def test_non_rgb_input_is_refused_with_a_hint(tiny_sam, bad):
     with pytest.raises(ValueError, match=r"load_rgb"):
-        MaskEmbeddingExtractor(tiny_sam, device="cpu").extract([bad])
+        MaskEmbeddingExtractor(load_sam(tiny_sam, device="cpu")).extract([bad])

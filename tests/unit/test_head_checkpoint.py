@@ -10,10 +10,11 @@ import torch
 
 from fiftyone_usam.errors import CheckpointError, StoreError
 from fiftyone_usam.head import checkpoint
-from fiftyone_usam.head.checkpoint import find_checkpoint, load_head, save_head
+from fiftyone_usam.head.checkpoint import load_head, save_head
 from fiftyone_usam.head.classifier import Head
+from fiftyone_usam.head.config import TrainConfig
+from fiftyone_usam.head.layout import find_checkpoint
 from fiftyone_usam.head.model import HeadConfig, MaskClassifier
-from fiftyone_usam.head.train import TrainConfig
 from tests.fixtures.head import tiny_spec
 
 
@@ -35,9 +36,9 @@ def make_head(seed=0, classes=("cat", "dog")):
 
 def test_round_trip_gives_the_same_predictions_and_metadata(tmp_path):
     head = make_head()
-    path = head.save(tmp_path / "head")
+    path = save_head(head, tmp_path / "head")
     assert sorted(p.name for p in path.iterdir()) == ["head.json", "head.safetensors"]
-    loaded = Head.load(path)
+    loaded = load_head(path)
     x = np.random.default_rng(0).standard_normal((6, 1024)).astype(np.float32)
     assert np.array_equal(loaded.predict_proba(x), head.predict_proba(x))
     assert loaded.classes == ("cat", "dog") and loaded.threshold == 0.7
@@ -52,7 +53,7 @@ def test_round_trip_gives_the_same_predictions_and_metadata(tmp_path):
 
 
 def test_loading_never_unpickles(tmp_path, monkeypatch):
-    make_head().save(tmp_path / "head")
+    save_head(make_head(), tmp_path / "head")
 
     def refuse(*args, **kwargs):
         raise AssertionError("unpickling attempted")
@@ -66,9 +67,9 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
 def test_an_out_directory_resolves_to_its_student_else_its_teacher(tmp_path):
     teacher = make_head(seed=1)
     teacher.stage = "teacher"
-    teacher.save(tmp_path / "out" / "teacher")
+    save_head(teacher, tmp_path / "out" / "teacher")
     assert find_checkpoint(tmp_path / "out") == tmp_path / "out" / "teacher"
-    make_head(seed=2).save(tmp_path / "out" / "student")
+    save_head(make_head(seed=2), tmp_path / "out" / "student")
     assert find_checkpoint(tmp_path / "out") == tmp_path / "out" / "student"
     assert (
         find_checkpoint(tmp_path / "out" / "teacher" / "head.json") == tmp_path / "out" / "teacher"
@@ -82,15 +83,15 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_weights_that_do_not_match_their_metadata_are_refused(tmp_path):
-    path = make_head().save(tmp_path / "a")
-    other = make_head(seed=5).save(tmp_path / "b")
+    path = save_head(make_head(), tmp_path / "a")
+    other = save_head(make_head(seed=5), tmp_path / "b")
     os.replace(other / "head.safetensors", path / "head.safetensors")
     with pytest.raises(CheckpointError, match=r"does not match its head\.json"):
         load_head(path)
 
 
 def test_a_pickle_posing_as_weights_is_refused(tmp_path):
-    path = make_head().save(tmp_path / "a")
+    path = save_head(make_head(), tmp_path / "a")
     torch.save(make_head().model.state_dict(), path / "head.safetensors")
     with pytest.raises(CheckpointError):
         load_head(path)
@@ -98,16 +99,16 @@ def test_a_pickle_posing_as_weights_is_refused(tmp_path):
 
 def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     old = make_head(seed=1)
-    path = old.save(tmp_path / "head")
+    path = save_head(old, tmp_path / "head")
     x = np.ones((2, 1024), np.float32)
     expected = old.predict_proba(x)
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "_swap_into_place", crash)
+    monkeypatch.setattr(checkpoint, "fsync_files", crash)  # the last step before the swap
     with pytest.raises(KeyboardInterrupt):
-        make_head(seed=2).save(path)
+        save_head(make_head(seed=2), path)
     assert np.array_equal(load_head(path).predict_proba(x), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["head"]  # no temp left behind
 
@@ -120,7 +121,7 @@ def test_a_half_written_checkpoint_is_never_taken_for_one(tmp_path, monkeypatch)
 
     monkeypatch.setattr(checkpoint, "_metadata", crash_after_weights)
     with pytest.raises(KeyboardInterrupt):
-        make_head().save(tmp_path / "out" / "student")
+        save_head(make_head(), tmp_path / "out" / "student")
     monkeypatch.setattr(checkpoint, "_metadata", original)
     assert not (tmp_path / "out" / "student").exists()
     with pytest.raises(CheckpointError, match="no U-SAM head checkpoint"):
@@ -136,7 +137,7 @@ def test_a_directory_that_is_not_a_checkpoint_is_never_replaced(tmp_path):
 
 
 def test_newer_formats_and_bad_metadata_are_clear_errors(tmp_path):
-    path = make_head().save(tmp_path / "head")
+    path = save_head(make_head(), tmp_path / "head")
     metadata = json.loads((path / "head.json").read_text())
     (path / "head.json").write_text(json.dumps({**metadata, "format_version": 99}))
     with pytest.raises(CheckpointError, match="format version 99"):
@@ -151,7 +152,7 @@ def test_newer_formats_and_bad_metadata_are_clear_errors(tmp_path):
 
 
 def test_a_loaded_head_refuses_embeddings_of_another_spec(tmp_path):
-    loaded = load_head(make_head().save(tmp_path / "head"))
+    loaded = load_head(save_head(make_head(), tmp_path / "head"))
     loaded.check_compatible(tiny_spec())
     with pytest.raises(StoreError, match="trained on embeddings of another kind"):
         loaded.check_compatible(tiny_spec(points_per_side=4))

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from fiftyone_usam.errors import ConfigError
+from fiftyone_usam.head.config import TrainConfig
 from fiftyone_usam.head.loop import split_images
 from fiftyone_usam.head.model import HeadConfig
-from fiftyone_usam.head.planted import BACKGROUND, OBJECT, make_planted_bags
-from fiftyone_usam.head.train import TrainConfig, fit_head
+from fiftyone_usam.head.train import fit_head
 from fiftyone_usam.head.training_set import TrainingDataError
+from fiftyone_usam.testing.planted import BACKGROUND, OBJECT, make_planted_bags
 from tests.fixtures.head import FAST, SMALL_HEAD
 
 

@@ -8,13 +8,13 @@ from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, SCHEDULERS, model_nam
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
-    from fiftyone_usam.sources.random_pipelines import build_random_pipeline
+    from fiftyone_usam.testing.pipelines import build_random_pipeline
 
     return build_random_pipeline("tiny")
 
 
 def test_the_byte_level_tokenizer_tokenises_prompts():
-    from fiftyone_usam.sources.random_pipelines import byte_level_tokenizer
+    from fiftyone_usam.testing.pipelines import byte_level_tokenizer
 
     tokenizer = byte_level_tokenizer()
     assert len(tokenizer) == 514 and tokenizer.model_max_length == 77

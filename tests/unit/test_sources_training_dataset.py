@@ -2,8 +2,8 @@
 
 import pytest
 
+from fiftyone_usam.fiftyone_io.training_dataset import OntologyMismatchError, merge_ontologies
 from fiftyone_usam.ontology import load_ontology, ontology_from_dict
-from fiftyone_usam.sources.training_dataset import OntologyMismatchError, merge_ontologies
 
 
 def test_a_new_dataset_takes_the_runs_ontology():

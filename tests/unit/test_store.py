@@ -1,5 +1,4 @@
 import json
-import os
 
 import numpy as np
 import pytest
@@ -7,6 +6,7 @@ import pytest
 from fiftyone_usam.embeddings.proposals import MaskProposals
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import StoreError
+from fiftyone_usam.files import temp_path
 from fiftyone_usam.masks import encode_masks
 
 SPEC = StoreSpec(
@@ -111,8 +111,8 @@ def test_leftovers_of_a_killed_writer(tmp_path):
     store = EmbeddingStore.create(tmp_path / "s", SPEC)
     store.write({"a": fake_proposals(0)})
     shards = tmp_path / "s" / "shards"
-    dead = shards / "000001-deadbeef.safetensors.999999999.tmp"  # no such process
-    alive = shards / f"000001-cafecafe.safetensors.{os.getpid()}.tmp"
+    dead = shards / ".000001-deadbeef.safetensors.usam-tmp-999999999-0"  # no such process
+    alive = temp_path(shards / "000001-cafecafe.safetensors")  # this process
     dead.write_bytes(b"half a shard")
     alive.write_bytes(b"being written")
     reopened = EmbeddingStore.open(tmp_path / "s")

@@ -25,18 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.progress import Progress, ProgressCallback
-from fiftyone_usam.sources.collector import Candidates, Collector, CrawlReport, Rejection
-from fiftyone_usam.sources.engines import engine_options, read_urls_file, search
-from fiftyone_usam.sources.fetch import FetchPolicy
-from fiftyone_usam.sources.files import remove_stale_temp_files
-from fiftyone_usam.sources.training_dataset import (
+from fiftyone_usam.fiftyone_io.training_dataset import (
     declare_fields,
     default_images_dir,
     open_training_dataset,
     record_run,
     resolve_ontology,
 )
+from fiftyone_usam.files import remove_stale_temp_files
+from fiftyone_usam.progress import Progress, ProgressCallback
+from fiftyone_usam.sources.collector import Candidates, Collector, CrawlReport, Rejection
+from fiftyone_usam.sources.engines import engine_options, read_urls_file, search
+from fiftyone_usam.sources.fetch import FetchPolicy
 from fiftyone_usam.sources.validation import ImageLimits
 
 if TYPE_CHECKING:

@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fiftyone_usam.config import config_to_dict
 from fiftyone_usam.errors import ConfigError, ImageLoadError
+from fiftyone_usam.fiftyone_io.writer import (
+    output_fields,
+    record_run,
+    sample_labels,
+    set_mask_targets,
+)
+from fiftyone_usam.images import load_rgb
 from fiftyone_usam.progress import Progress, ProgressCallback
 
 if TYPE_CHECKING:
@@ -78,14 +86,6 @@ def label_view(
     Raises:
         ConfigError: ``store`` is None but the labeler needs proposals.
     """
-    from fiftyone_usam.config import config_to_dict
-    from fiftyone_usam.fiftyone_io.writer import (
-        output_fields,
-        record_run,
-        sample_labels,
-        set_mask_targets,
-    )
-    from fiftyone_usam.images import load_rgb
 
     if store is None and labeler.needs_proposals:
         raise ConfigError(

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fiftyone_usam.devices import resolve_device
 from fiftyone_usam.errors import CheckpointError
+from fiftyone_usam.hub import model_source
 
 if TYPE_CHECKING:
     import torch
@@ -104,8 +106,6 @@ def load_clip(
     """
     from transformers import CLIPModel, CLIPProcessor
 
-    from fiftyone_usam.devices import resolve_device
-
     source = _check_source(model)
     target = resolve_device(device)
     try:
@@ -125,7 +125,6 @@ def load_clip(
 
 
 def _check_source(model: str | Path) -> str:
-    from fiftyone_usam.hub import model_source
 
     return model_source(
         model,

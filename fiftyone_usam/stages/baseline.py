@@ -15,19 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from fiftyone_usam.config import config_to_dict
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.evaluation.baselines import SAM_CLIP_THRESHOLD
-from fiftyone_usam.evaluation.clip_backend import DEFAULT_CLIP_MODEL
-from fiftyone_usam.inference.labeling import label_view
+from fiftyone_usam.fiftyone_io.datasets import resolve_view
+from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
+from fiftyone_usam.fiftyone_io.writer import output_fields
+from fiftyone_usam.inference.clip_backend import DEFAULT_CLIP_MODEL, load_clip
+from fiftyone_usam.inference.labelers import SAM_CLIP_THRESHOLD, OtsuLabeler, SamClipLabeler
 from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, Granularity, PredictorConfig
-from fiftyone_usam.inference.run import PredictReport
+from fiftyone_usam.ontology import Ontology, load_ontology
 from fiftyone_usam.progress import ProgressCallback
+from fiftyone_usam.stages.labelling import PredictReport, ProposalSource, label_samples
+from fiftyone_usam.stages.proposals import proposal_spec
 
 if TYPE_CHECKING:
     import fiftyone as fo
     import torch
-
-    from fiftyone_usam.ontology import Ontology
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +120,6 @@ def baseline(
     Raises:
         ConfigError: an unknown method, or options that do not apply to it.
     """
-    from fiftyone_usam.fiftyone_io.datasets import resolve_view
-
     started = time.perf_counter()
     view = resolve_view(dataset, view_tag)
     if method == "otsu":
@@ -154,27 +155,20 @@ def _run_otsu(
     mask_dir: str | Path | None,
     progress: bool | ProgressCallback | None,
 ) -> BaselineReport:
-    from fiftyone_usam.evaluation.baselines import OtsuLabeler
-    from fiftyone_usam.fiftyone_io.writer import output_fields, plan_writes
-
     labeler = OtsuLabeler()
-    settings = labeler.describe()
-    todo = plan_writes(view, field, labeler.classes, settings, overwrite)
     report = BaselineReport(output_fields(field), labeler.classes, total=len(view), method="otsu")
-    report.already_done = len(view) - len(todo)
-    if todo:
-        report.labelled = label_view(
-            view,
-            todo,
-            labeler,
-            None,
-            field=field,
-            settings=settings,
-            details={"baseline": "otsu"},
-            mask_dir=mask_dir,
-            progress=progress,
-            failed=report.failed,
-        )
+    label_samples(
+        view,
+        labeler,
+        report,
+        field=field,
+        settings=labeler.describe(),
+        details={"baseline": "otsu"},
+        source=None,
+        overwrite=overwrite,
+        mask_dir=mask_dir,
+        progress=progress,
+    )
     return report
 
 
@@ -193,55 +187,38 @@ def _run_sam_clip(
     clip_batch_size: int,
     progress: bool | ProgressCallback | None,
 ) -> BaselineReport:
-    from fiftyone_usam.config import config_to_dict
-    from fiftyone_usam.evaluation.baselines import SamClipLabeler
-    from fiftyone_usam.evaluation.clip_backend import load_clip
-    from fiftyone_usam.fiftyone_io.writer import output_fields, plan_writes
-    from fiftyone_usam.inference.embedding_source import ensure_embeddings, proposal_spec
-
     spec, loaded_sam = proposal_spec(
         view, points_per_side=points_per_side, device=device, **sources
     )
     labeler = SamClipLabeler(
         load_clip(clip_model, device=device), ontology, config, batch_size=clip_batch_size
     )
-    settings = {**labeler.describe(), "proposals": config_to_dict(spec)}
-    todo = plan_writes(view, field, labeler.classes, settings, overwrite)
     report = BaselineReport(
         output_fields(field), labeler.classes, total=len(view), method="sam-clip"
     )
-    report.already_done = len(view) - len(todo)
-    if not todo:
-        return report
-    store, report.failed, report.used_sam = ensure_embeddings(
-        view.select(todo),
+    source = ProposalSource(
         spec,
         store=sources["store"],
         sam=loaded_sam or sources["sam"],
         checkpoint=None if loaded_sam is not None else sources["checkpoint"],
         device=device,
-        progress=progress,
     )
-    report.store = Path(store.path)
-    report.labelled = label_view(
+    label_samples(
         view,
-        [i for i in todo if i not in report.failed],
         labeler,
-        store,
+        report,
         field=field,
-        settings=settings,
+        settings={**labeler.describe(), "proposals": config_to_dict(spec)},
         details={"baseline": "sam-clip", "clip_model": labeler.clip.name},
+        source=source,
+        overwrite=overwrite,
         mask_dir=mask_dir,
         progress=progress,
-        failed=report.failed,
     )
     return report
 
 
 def _ontology(view: fo.DatasetView, classes: str | Path | Ontology | None) -> Ontology:
-    from fiftyone_usam.ontology import load_ontology
-    from fiftyone_usam.sources.training_dataset import stored_ontology
-
     if classes is not None:
         return load_ontology(classes)
     stored = stored_ontology(view)

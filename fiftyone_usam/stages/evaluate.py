@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.evaluation.alignment import ClassSpace, class_space, semantic_from_detections
+from fiftyone_usam.evaluation.alignment import (
+    ClassSpace,
+    class_space,
+    normalise_name,
+    semantic_from_detections,
+)
 from fiftyone_usam.evaluation.metrics import (
     IGNORE_INDEX,
     boundary_counts,
@@ -40,6 +45,7 @@ from fiftyone_usam.evaluation.metrics import (
 from fiftyone_usam.evaluation.report import EvaluationReport, write_report
 from fiftyone_usam.fiftyone_io.datasets import record_entry, resolve_view, root_dataset
 from fiftyone_usam.fiftyone_io.writer import FieldExistsError
+from fiftyone_usam.ontology import load_ontology
 from fiftyone_usam.progress import Progress, ProgressCallback
 
 if TYPE_CHECKING:
@@ -375,7 +381,6 @@ def _fiftyone_detection_run(
 
 def _superclass_of(groups: str | Path | Ontology) -> dict[str, str]:
     """Class name -> superclass name, from an ontology with superclasses."""
-    from fiftyone_usam.ontology import load_ontology
 
     ontology = load_ontology(groups)
     rename = {spec.name: spec.superclass for spec in ontology.classes if spec.superclass}
@@ -389,7 +394,6 @@ def _superclass_of(groups: str | Path | Ontology) -> dict[str, str]:
 def _relabelling(gt: _Side, pred: _Side, superclass: dict[str, str]) -> dict[str, str]:
     """Ground-truth label -> the label it is scored as: its superclass if grouped, spelled as
     the prediction spells it (mAP compares label strings; "pottedplant" is "potted plant")."""
-    from fiftyone_usam.evaluation.alignment import normalise_name
 
     group = {normalise_name(k): v for k, v in superclass.items()}
     spelling = {normalise_name(v): v for k, v in pred.targets.items() if k != 0}
@@ -406,7 +410,6 @@ def _relabelling(gt: _Side, pred: _Side, superclass: dict[str, str]) -> dict[str
 
 def _grouped(view: fo.DatasetView, gt: _Side, rename: dict[str, str], target: str) -> _Side:
     """The ground truth with labels renamed; its instances are relabelled into ``target``."""
-    from fiftyone_usam.evaluation.alignment import normalise_name
 
     by_key = {normalise_name(k): v for k, v in rename.items()}
 

@@ -2,7 +2,7 @@
 
 It builds a tiny SAM and a tiny Stable Diffusion pipeline with *random weights* (no download),
 a small dataset of simple scenes (discs and squares on noise, with semantic and instance ground
-truth), and runs `fiftyone_usam.pipeline.run` on it: generate -> embed -> train -> predict ->
+truth), and runs `fiftyone_usam.stages.pipeline.run` on it: generate -> embed -> train -> predict ->
 evaluate. Every stage is real; the masks and metrics are NOT meaningful, because the models
 have learned nothing. It exists so a newcomer can see every stage work before downloading
 gigabytes of weights.
@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fiftyone_usam.embeddings.sam_backend import build_sam
+from fiftyone_usam.embeddings.sam_variants import load_variant_config
 from fiftyone_usam.errors import ConfigError
+from fiftyone_usam.stages.pipeline import run
+from fiftyone_usam.testing.pipelines import build_random_pipeline
 
 if TYPE_CHECKING:
     import fiftyone as fo
 
-    from fiftyone_usam.pipeline import PipelineReport, StageProgress
+    from fiftyone_usam.stages.pipeline import PipelineReport, StageProgress
 
 CLASSES = ("disc", "square")
 DEMO_KEY = "usam_demo"
@@ -68,7 +72,6 @@ def demo(
     Raises:
         ConfigError: ``dataset`` exists and was not made by the demo.
     """
-    from fiftyone_usam.pipeline import run
 
     if images < 1 or per_class < 2:
         raise ConfigError("the demo needs images >= 1 and per_class >= 2")
@@ -99,9 +102,6 @@ def tiny_sam_checkpoint(folder: Path, seed: int = 0) -> Path:
     """A randomly initialised tiny SAM saved as ``demo_sam.pth`` with its variant config."""
     import torch
 
-    from fiftyone_usam.embeddings.sam_backend import build_sam
-    from fiftyone_usam.embeddings.sam_variants import load_variant_config
-
     path = folder / "demo_sam.pth"
     config = folder / "demo_sam.json"
     if path.is_file() and config.is_file():
@@ -117,7 +117,6 @@ def tiny_sam_checkpoint(folder: Path, seed: int = 0) -> Path:
 
 def tiny_diffusion_pipeline(folder: Path, seed: int = 0) -> Path:
     """A randomly initialised tiny Stable Diffusion pipeline saved in ``folder``."""
-    from fiftyone_usam.sources.random_pipelines import build_random_pipeline
 
     if (folder / "model_index.json").is_file():
         return folder

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.ontology import Ontology, ontology_from_dict
+from fiftyone_usam.fiftyone_io.datasets import root_dataset
+from fiftyone_usam.ontology import Ontology, load_ontology, ontology_from_dict
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -138,7 +139,6 @@ def resolve_ontology(classes: Any | None, dataset: str) -> Ontology:
     Raises:
         ConfigError: no classes given and the dataset has none stored.
     """
-    from fiftyone_usam.ontology import load_ontology
 
     if classes is not None:
         return load_ontology(classes)
@@ -192,6 +192,5 @@ def _check_reusable(dataset: fo.Dataset) -> None:
 
 
 def _root(collection: fo.Dataset | fo.DatasetView) -> fo.Dataset:
-    from fiftyone_usam.fiftyone_io.datasets import root_dataset
 
     return root_dataset(collection)

@@ -37,7 +37,7 @@ from fiftyone_usam.masks import Rle, decode_rles, encode_masks, rle_areas
 
 if TYPE_CHECKING:
     from fiftyone_usam.embeddings.proposals import MaskProposals
-    from fiftyone_usam.evaluation.clip_backend import LoadedClip
+    from fiftyone_usam.inference.clip_backend import LoadedClip
     from fiftyone_usam.ontology import Ontology
 
 SAM_CLIP_THRESHOLD = 0.7  # the paper's confidence threshold for the SAM+CLIP baseline

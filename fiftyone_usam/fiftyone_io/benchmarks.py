@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.evaluation.benchmark_files import (
+from fiftyone_usam.fiftyone_io.benchmark_files import (
     check_files,
     coco_sample,
     read_coco,
@@ -33,6 +33,13 @@ from fiftyone_usam.evaluation.benchmark_files import (
     voc_sample,
     voc_split_ids,
 )
+from fiftyone_usam.fiftyone_io.training_dataset import (
+    RUNS_KEY,
+    default_images_dir,
+    open_training_dataset,
+    record_run,
+)
+from fiftyone_usam.fiftyone_io.writer import set_field_mask_targets
 from fiftyone_usam.ontology import ClassSpec, Ontology
 from fiftyone_usam.progress import Progress, ProgressCallback
 
@@ -276,7 +283,6 @@ def _limit(max_samples: int | None) -> int | None:
 
 
 def _masks_dir(dataset: str, masks_dir: str | Path | None) -> Path:
-    from fiftyone_usam.sources.training_dataset import default_images_dir
 
     if not dataset or not dataset.strip():
         raise ConfigError("a dataset name is needed (--dataset NAME)")
@@ -297,8 +303,6 @@ def _import(
     progress: bool | ProgressCallback | None,
 ) -> fo.Dataset:
     """Makes the dataset ``name`` from ``samples``, or returns the one this import made before."""
-    from fiftyone_usam.fiftyone_io.writer import set_field_mask_targets
-    from fiftyone_usam.sources.training_dataset import open_training_dataset, record_run
 
     previous = _previous_import(name, kind, settings, overwrite)
     if previous is not None:
@@ -333,8 +337,6 @@ def _previous_import(
 ) -> fo.Dataset | None:
     """The dataset to return as it is (the same import made it), or None once the name is free."""
     import fiftyone as fo
-
-    from fiftyone_usam.sources.training_dataset import RUNS_KEY
 
     if not fo.dataset_exists(name):
         return None

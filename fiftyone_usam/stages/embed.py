@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fiftyone_usam.devices import Precision
-from fiftyone_usam.embeddings.extractor import EMBEDDING_DIM, MaskEmbeddingExtractor
+from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor, spec_for
 from fiftyone_usam.embeddings.proposals import MaskProposals
-from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
+from fiftyone_usam.embeddings.sam_backend import load_sam
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import ImageLoadError
 from fiftyone_usam.fiftyone_io.datasets import default_store_path, record_store, resolve_view
@@ -137,17 +137,6 @@ def embed(
         logger.warning("skipped sample %s: %s", sample_id, reason)
     logger.info("embed: %s", report.summary())
     return report
-
-
-def spec_for(sam: LoadedSam, points_per_side: int) -> StoreSpec:
-    """The store spec that embeddings of ``sam`` with this grid have."""
-    return StoreSpec(
-        sam_variant=sam.variant,
-        checkpoint_sha256=sam.checkpoint_sha256,
-        points_per_side=points_per_side,
-        encoder_input_size=sam.image_size,
-        embedding_dim=EMBEDDING_DIM,
-    )
 
 
 def _read_ahead(

@@ -20,17 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.devices import Precision
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.progress import Progress, ProgressCallback
-from fiftyone_usam.sources.files import remove_stale_temp_files, save_image_atomic
-from fiftyone_usam.sources.jobs import (
-    GenerationConfig,
-    ImageJob,
-    image_path,
-    plan_jobs,
-    recipe_id,
-)
-from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, model_name
-from fiftyone_usam.sources.training_dataset import (
+from fiftyone_usam.fiftyone_io.training_dataset import (
     LABEL_FIELD,
     declare_fields,
     default_images_dir,
@@ -39,6 +29,17 @@ from fiftyone_usam.sources.training_dataset import (
     record_run,
     resolve_ontology,
 )
+from fiftyone_usam.files import remove_stale_temp_files, save_image_atomic
+from fiftyone_usam.progress import Progress, ProgressCallback
+from fiftyone_usam.sources.generation import Generator
+from fiftyone_usam.sources.jobs import (
+    GenerationConfig,
+    ImageJob,
+    image_path,
+    plan_jobs,
+    recipe_id,
+)
+from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, model_name
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -186,8 +187,6 @@ def generate(
     jobs = plan_jobs(config, ontology, per_class, _done(existing) if existing else set())
     runner = None
     if jobs:  # load the model before writing anything: without weights, nothing is created
-        from fiftyone_usam.sources.generation import Generator
-
         runner = Generator.create(
             model, device, precision, attention_slicing=attention_slicing, cpu_offload=cpu_offload
         )

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.config import load_config
+from fiftyone_usam.embeddings.store import EmbeddingStore
 from fiftyone_usam.errors import CheckpointError, StoreError
+from fiftyone_usam.fiftyone_io.datasets import find_store, record_entry, resolve_view
+from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
+from fiftyone_usam.head.checkpoint import load_head, save_head
+from fiftyone_usam.head.model import HeadConfig
+from fiftyone_usam.head.train import TrainConfig, fit_head, with_overrides
+from fiftyone_usam.head.training_set import load_training_set
+from fiftyone_usam.ontology import load_ontology
 from fiftyone_usam.progress import Progress, ProgressCallback
 
 if TYPE_CHECKING:
@@ -120,9 +128,6 @@ def train_head(
         USAMError: a missing dataset, field or store, labels that cannot train a head (see
             `load_training_set`), or ``stage="student"`` without a compatible teacher.
     """
-    from fiftyone_usam.fiftyone_io.datasets import resolve_view
-    from fiftyone_usam.head.model import HeadConfig
-    from fiftyone_usam.head.train import TrainConfig, with_overrides
 
     started = time.perf_counter()
     view = resolve_view(dataset, view_tag)
@@ -167,7 +172,6 @@ def _fit_and_save(
     progress: bool | ProgressCallback | None,
 ) -> None:
     """Trains stage by stage, writing each checkpoint as soon as its stage is done."""
-    from fiftyone_usam.head.train import fit_head
 
     stages = ["teacher", "student"] if config.stage == "both" else [config.stage]
     teacher = _teacher(out, data) if stages == ["student"] else None
@@ -190,7 +194,7 @@ def _fit_and_save(
             elif teacher is not None:
                 head.metrics = {**teacher.metrics, **head.metrics}
             teacher = head if stage == "teacher" else teacher
-            report.checkpoints[stage] = head.save(out / stage)
+            report.checkpoints[stage] = save_head(head, out / stage)
             report.metrics[stage] = head.metrics[stage]
     finally:
         bar.close()
@@ -203,11 +207,6 @@ def _training_set(
     classes: str | Path | Sequence[str] | Ontology | None,
     superclasses: bool,
 ) -> TrainingSet:
-    from fiftyone_usam.embeddings.store import EmbeddingStore
-    from fiftyone_usam.fiftyone_io.datasets import find_store
-    from fiftyone_usam.head.training_set import load_training_set
-    from fiftyone_usam.ontology import load_ontology
-    from fiftyone_usam.sources.training_dataset import stored_ontology
 
     if store is None:
         store = find_store(view)
@@ -229,7 +228,6 @@ def _training_set(
 
 def _teacher(out: Path, data: TrainingSet) -> Head:
     """The teacher a ``student`` run distils from: ``<out>/teacher``, for the same data."""
-    from fiftyone_usam.head.checkpoint import load_head
 
     try:
         teacher = load_head(out / "teacher")
@@ -259,7 +257,6 @@ def _forget_student(out: Path) -> None:
 
 def _record(view: fo.DatasetView, report: TrainReport, label_field: str) -> None:
     """Records the checkpoints in ``dataset.info`` so later stages find the head."""
-    from fiftyone_usam.fiftyone_io.datasets import record_entry
 
     entry = {
         "path": str(report.out.resolve()),

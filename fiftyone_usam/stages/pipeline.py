@@ -27,7 +27,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from fiftyone_usam.embeddings.sam_backend import load_sam
+from fiftyone_usam.embeddings.sam_checkpoints import file_sha256
+from fiftyone_usam.embeddings.sam_variants import resolve_variant
+from fiftyone_usam.embeddings.store import EmbeddingStore
 from fiftyone_usam.errors import ConfigError
+from fiftyone_usam.evaluation.report import EvaluationReport
+from fiftyone_usam.fiftyone_io.datasets import (
+    default_store_path,
+    recorded_stores,
+    resolve_view,
+    root_dataset,
+)
+from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
+from fiftyone_usam.fiftyone_io.writer import FieldExistsError, output_fields, recorded_run
+from fiftyone_usam.ontology import Ontology, load_ontology
+from fiftyone_usam.stages.crawl import crawl
+from fiftyone_usam.stages.embed import embed, spec_for
+from fiftyone_usam.stages.evaluate import evaluate
+from fiftyone_usam.stages.generate import DEFAULT_MODEL, generate
+from fiftyone_usam.stages.predict import predict
+from fiftyone_usam.stages.train import train_head
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -161,8 +181,6 @@ def run(
     Raises:
         USAMError: whatever a stage raises; work finished before it is kept.
     """
-    from fiftyone_usam.fiftyone_io.datasets import resolve_view
-    from fiftyone_usam.ontology import load_ontology
 
     if source not in DEFAULT_PER_CLASS:
         raise ConfigError(f"source must be 'synthetic' or 'crawl', not {source!r}")
@@ -264,7 +282,6 @@ class _SamCache:
     """Loads SAM once, and only when a stage has images to embed."""
 
     def __init__(self, sam: str | None, checkpoint: str | Path | None, device: Any) -> None:
-        from fiftyone_usam.embeddings.sam_variants import resolve_variant
 
         self.sam, self.checkpoint, self.device = sam, checkpoint, device
         variant = resolve_variant(sam, checkpoint)
@@ -274,7 +291,6 @@ class _SamCache:
         self._sha256: str | None = None
 
     def get(self) -> LoadedSam:
-        from fiftyone_usam.embeddings.sam_backend import load_sam
 
         if self._loaded is None:
             self._loaded = load_sam(self.sam, self.checkpoint, device=self.device)
@@ -283,7 +299,6 @@ class _SamCache:
     def weights_sha256(self) -> str | None:
         """The weights' hash: of the named checkpoint file, else of the variant's official
         checkpoint (None for a custom variant without a file: any store of it is taken)."""
-        from fiftyone_usam.embeddings.sam_checkpoints import file_sha256
 
         if self._loaded is not None:
             return self._loaded.checkpoint_sha256
@@ -310,17 +325,12 @@ def _training_images(
     """Generates or crawls what is missing; keeps images of classes dropped from the list."""
     import fiftyone as fo
 
-    from fiftyone_usam.ontology import Ontology
-    from fiftyone_usam.sources.training_dataset import stored_ontology
-
     count = per_class if per_class is not None else DEFAULT_PER_CLASS[source]
     stored = stored_ontology(fo.load_dataset(name)) if fo.dataset_exists(name) else None
     if stored is not None:  # keep the dataset's classes (and ids), add the new ones at the end
         extra = tuple(spec for spec in ontology.classes if spec.name not in stored)
         ontology = Ontology(stored.classes + extra, prompt=ontology.prompt)
     if source == "synthetic":
-        from fiftyone_usam.sources.synthetic import DEFAULT_MODEL, generate
-
         g = generate(
             ontology,
             dataset=name,
@@ -332,7 +342,6 @@ def _training_images(
             progress=progress,
         )
         return g.summary(), g.generated > 0
-    from fiftyone_usam.sources.crawled import crawl
 
     c = crawl(
         ontology,
@@ -349,9 +358,6 @@ def _embed(
     view: fo.DatasetView, sam: _SamCache, points_per_side: int, progress: Any
 ) -> tuple[Path, bool, str]:
     """Reuses a complete recorded store of the same SAM and grid, else embeds what is missing."""
-    from fiftyone_usam.embeddings.run import embed, spec_for
-    from fiftyone_usam.embeddings.store import EmbeddingStore
-    from fiftyone_usam.fiftyone_io.datasets import recorded_stores
 
     ids = set(view.values("id"))
     sha = sam.weights_sha256()
@@ -375,8 +381,6 @@ def _embed(
 def _store_path(view: fo.DatasetView, spec: Any) -> Path:
     """The default store path, or beside it when that holds another SAM's embeddings (e.g. the
     same variant with other weights)."""
-    from fiftyone_usam.embeddings.store import EmbeddingStore
-    from fiftyone_usam.fiftyone_io.datasets import default_store_path
 
     path = default_store_path(view.dataset_name, spec)
     if (path / "spec.json").is_file() and EmbeddingStore.open(path).spec != spec:
@@ -397,8 +401,6 @@ def _train(
 ) -> tuple[Path, bool, str]:
     """Trains a head unless one with the same classes, images and settings is complete."""
     from fiftyone import ViewField as F
-
-    from fiftyone_usam.head.run import train_head
 
     names = list(ontology.names)
     view = view.match(F("ground_truth.label").is_in(names))  # classes dropped from the list
@@ -442,8 +444,6 @@ def _predict(
     progress: Any,
 ) -> Any:
     """Labels the target; replaces this pipeline's own older predictions when the head changed."""
-    from fiftyone_usam.fiftyone_io.writer import FieldExistsError, recorded_run
-    from fiftyone_usam.inference.run import predict
 
     assert head is not None
     previous = recorded_run(view, field) or {}
@@ -475,10 +475,6 @@ def _evaluate(
     progress: Any,
 ) -> tuple[EvaluationReport, bool]:
     """Evaluates unless the stored evaluation is of exactly these predictions."""
-    from fiftyone_usam.evaluation.evaluate import evaluate
-    from fiftyone_usam.evaluation.report import EvaluationReport
-    from fiftyone_usam.fiftyone_io.datasets import root_dataset
-    from fiftyone_usam.fiftyone_io.writer import output_fields, recorded_run
 
     key = f"{field}_eval"
     run_record = recorded_run(view, field) or {}

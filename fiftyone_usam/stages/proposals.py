@@ -1,0 +1,114 @@
+"""Where a labelling run's mask proposals come from: the dataset's EmbeddingStore when it has
+them (SAM is then never loaded), else SAM, whose new embeddings are added to the store.
+
+What the proposals must be is said by a trained head (its training store's spec) or, for a
+labeler without a head such as the SAM+CLIP baseline, by a `StoreSpec` (see `proposal_spec`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fiftyone_usam.embeddings.extractor import spec_for
+from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
+from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
+from fiftyone_usam.fiftyone_io.datasets import locate_store
+from fiftyone_usam.head.classifier import Head
+from fiftyone_usam.inference.sam_match import check_spec, sam_for_head, sam_for_spec
+from fiftyone_usam.progress import ProgressCallback
+from fiftyone_usam.stages.embed import embed
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+    import torch
+
+logger = logging.getLogger(__name__)
+
+
+def proposal_spec(
+    view: fo.DatasetView,
+    *,
+    store: str | Path | None = None,
+    sam: Any = None,
+    checkpoint: str | Path | None = None,
+    points_per_side: int = 10,
+    device: str | torch.device | None = None,
+) -> tuple[StoreSpec, LoadedSam | None]:
+    """Which proposals a labeler without a head reads, for `ensure_embeddings`.
+
+    In order: the spec of ``store`` if it exists; else, when neither ``sam`` nor ``checkpoint``
+    is given, the newest store recorded on the dataset (made by ``usam embed`` or ``predict``);
+    else the spec of that SAM (loaded here) with a ``points_per_side`` grid.
+
+    Returns:
+        ``(spec, loaded)``: the spec, and the SAM when it had to be loaded (pass it on as
+        ``sam`` so it is not loaded twice), else None.
+    """
+    if store is not None and (Path(store).expanduser() / "spec.json").exists():
+        return EmbeddingStore.open(store).spec, None
+    if store is None and sam is None and checkpoint is None:
+        recorded = locate_store(view)
+        if recorded is not None:
+            return EmbeddingStore.open(recorded).spec, None
+    loaded = load_sam(sam, checkpoint, device=device)
+    return spec_for(loaded, points_per_side), loaded
+
+
+def ensure_embeddings(
+    view: fo.DatasetView,
+    wanted: Head | StoreSpec,
+    *,
+    store: str | Path | None = None,
+    sam: Any = None,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 4,
+    progress: bool | ProgressCallback | None = None,
+) -> tuple[EmbeddingStore, dict[str, str], bool]:
+    """Makes sure the view's samples are in an EmbeddingStore that fits ``wanted``.
+
+    Args:
+        view: the samples to label.
+        wanted: a trained head (the store must fit it), or the spec of the proposals wanted.
+        store: the store to read (and add to); default: the store recorded on the dataset with
+            the wanted spec, else a new one at the default location.
+        sam, checkpoint, device, batch_size: for embedding samples the store lacks.
+        progress: for that embedding.
+
+    Returns:
+        ``(store, failed, used_sam)``: the store, sample id -> reason for samples that could not
+        be embedded, and whether SAM was loaded.
+    """
+    spec = wanted if isinstance(wanted, StoreSpec) else wanted.store_spec
+    # A head of unknown origin (trained from arrays) names no spec: only the store or the SAM
+    # given decide, never whichever store happens to be recorded on the dataset.
+    path = None if spec is None and store is None else locate_store(view, spec, store)
+    opened = (
+        EmbeddingStore.open(path) if path is not None and (path / "spec.json").exists() else None
+    )
+    if opened is not None:
+        if isinstance(wanted, StoreSpec):
+            check_spec(opened.spec, wanted)
+        else:
+            wanted.check_compatible(opened.spec)
+        missing = [i for i in view.values("id") if i not in opened]
+        if not missing:
+            return opened, {}, False
+        logger.info("%d sample(s) are not in %s yet: running SAM on them", len(missing), path)
+    else:
+        missing = view.values("id")
+    if isinstance(wanted, StoreSpec):
+        loaded, points = sam_for_spec(wanted, sam, checkpoint, device), wanted.points_per_side
+    else:
+        loaded, points = sam_for_head(wanted, sam, checkpoint, device)
+    report = embed(
+        view.select(missing),
+        store=path or locate_store(view, spec_for(loaded, points), default=True),
+        sam=loaded,
+        points_per_side=points,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return EmbeddingStore.open(report.store), report.failed, True
