@@ -49,10 +49,10 @@ _EXPORTS = {
     "OtsuLabeler": "fiftyone_usam.inference.labelers",
     "load_clip": "fiftyone_usam.inference.clip_backend",
     "evaluate": "fiftyone_usam.stages.evaluate",
-    "import_voc": "fiftyone_usam.fiftyone_io.benchmarks",
-    "import_coco": "fiftyone_usam.fiftyone_io.benchmarks",
-    "voc_ontology": "fiftyone_usam.fiftyone_io.benchmarks",
-    "coco_ontology": "fiftyone_usam.fiftyone_io.benchmarks",
+    "import_voc": "fiftyone_usam.stages.benchmarks",
+    "import_coco": "fiftyone_usam.stages.benchmarks",
+    "voc_ontology": "fiftyone_usam.evaluation.benchmark_classes",
+    "coco_ontology": "fiftyone_usam.evaluation.benchmark_classes",
     "EvaluationReport": "fiftyone_usam.evaluation.report",
     "run": "fiftyone_usam.stages.pipeline",
     "PipelineReport": "fiftyone_usam.stages.pipeline",
@@ -80,11 +80,9 @@ if TYPE_CHECKING:
         StoreSpec as StoreSpec,
     )
     from fiftyone_usam.errors import USAMError as USAMError
+    from fiftyone_usam.evaluation.benchmark_classes import coco_ontology as coco_ontology
+    from fiftyone_usam.evaluation.benchmark_classes import voc_ontology as voc_ontology
     from fiftyone_usam.evaluation.report import EvaluationReport as EvaluationReport
-    from fiftyone_usam.fiftyone_io.benchmarks import coco_ontology as coco_ontology
-    from fiftyone_usam.fiftyone_io.benchmarks import import_coco as import_coco
-    from fiftyone_usam.fiftyone_io.benchmarks import import_voc as import_voc
-    from fiftyone_usam.fiftyone_io.benchmarks import voc_ontology as voc_ontology
     from fiftyone_usam.fiftyone_io.datasets import find_store as find_store
     from fiftyone_usam.fiftyone_io.model import load_model as load_model
     from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology as stored_ontology
@@ -103,6 +101,8 @@ if TYPE_CHECKING:
     from fiftyone_usam.ontology import load_ontology as load_ontology
     from fiftyone_usam.stages.baseline import BaselineReport as BaselineReport
     from fiftyone_usam.stages.baseline import baseline as baseline
+    from fiftyone_usam.stages.benchmarks import import_coco as import_coco
+    from fiftyone_usam.stages.benchmarks import import_voc as import_voc
     from fiftyone_usam.stages.crawl import CrawlReport as CrawlReport
     from fiftyone_usam.stages.crawl import crawl as crawl
     from fiftyone_usam.stages.demo import demo as demo

@@ -16,30 +16,49 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fiftyone_usam.errors import ImageLoadError
 
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: a 10000x10000 image passes, a 15000x15000 one not
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
+def load_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Reads an image file as an RGB array, EXIF orientation applied.
 
     Args:
         path: a local image file.
+        max_pixels: refuse images of more pixels than this (None: no limit of ours; PIL's own
+            decompression-bomb limit still applies), before any pixel is decoded.
 
     Returns:
         `(H, W, 3)` uint8 array, in the orientation a viewer shows.
 
     Raises:
-        ImageLoadError: the file is missing, is not an image, or is truncated.
+        ImageLoadError: the file is missing, is not an image, is truncated, or is too large
+            (a decompression bomb among them).
     """
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageLoadError(_too_large(path, width, height, max_pixels))
             image.load()  # decode now, so truncated files fail here
             return to_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise ImageLoadError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"not a readable image (unknown or corrupt format): {path}") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ImageLoadError(f"cannot decode image {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(
+            f"{path} is too large to decode safely ({e}); if it is a real image, downscale it, "
+            "or raise PIL.Image.MAX_IMAGE_PIXELS"
+        ) from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as e:
+        raise ImageLoadError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+
+
+def _too_large(path: str | Path, width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"{path} is {width}x{height} = {width * height / 1e6:.0f} MP, above the limit of "
+        f"{max_pixels / 1e6:.0f} MP: downscale it, or raise the limit (--max-pixels)"
+    )
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any
 from fiftyone_usam.config import config_from_dict, config_to_dict
 from fiftyone_usam.errors import ConfigError
 
+BACKGROUND = "background"  # the name of label id 0, in every mask_targets we write
 DEFAULT_PROMPT = "a photo of a {}"
 
 

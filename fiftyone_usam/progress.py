@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fiftyone_usam.settings import show_progress_bars
+
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -53,8 +55,4 @@ class Progress:
 
 
 def _show_bar(progress: bool | None) -> bool:
-    if progress is None:
-        import fiftyone as fo
-
-        return bool(fo.config.show_progress_bars)
-    return bool(progress)
+    return show_progress_bars() if progress is None else bool(progress)

@@ -1,7 +1,8 @@
 """FiftyOne operators of the U-SAM plugin. Thin: each reads its params and makes one library call.
 
 FiftyOne imports this module whenever it builds its operator registry, so nothing heavy is
-imported here; the library is imported inside ``execute``.
+imported here: the forms use torch-free library modules (enumerations, ``head.json`` and
+``spec.json`` readers, the store locator), and each stage is imported inside ``execute``.
 """
 
 from .crawl import CrawlOperator

@@ -1,14 +1,20 @@
 """Cheap reads of U-SAM's artifacts for the forms: heads (their ``head.json``, never the
-weights) and EmbeddingStores (their ``spec.json``). Each check returns what is wrong, or None.
+weights) and EmbeddingStores (their ``spec.json``), through the library's own torch-free
+readers, so a form refuses exactly what the stage would. Each check returns what is wrong, or
+None.
 """
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
-from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS
-from fiftyone_usam.head.layout import METADATA as HEAD_METADATA
+from fiftyone_usam.config import config_from_dict
+from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec, spec_at
+from fiftyone_usam.errors import USAMError
+from fiftyone_usam.fiftyone_io.datasets import default_head_path, locate_store, recorded_heads
+from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS, read_metadata
+from fiftyone_usam.ontology import load_ontology
 
-from .validation import classes_error
+from .validation import classes_error, library_error
 
 
 def read_head(value):
@@ -18,9 +24,6 @@ def read_head(value):
     refuses exactly what `load_head` refuses: ``value`` is a checkpoint directory, its
     ``head.json``, or a ``usam train --out`` directory (its ``student/``, else ``teacher/``).
     """
-    from fiftyone_usam.errors import USAMError
-    from fiftyone_usam.head.layout import read_metadata
-
     path = Path(value).expanduser()
     if not path.exists():
         return None, f"no head at {path}: train one with U-SAM: train the semantic head"
@@ -28,6 +31,24 @@ def read_head(value):
         return read_metadata(path)[1], None
     except USAMError as e:
         return None, str(e)
+
+
+def trained_spec(metadata):
+    """``(spec, None)``: the `StoreSpec` a head was trained on, read as `load_head` reads it
+    (None: a head trained from arrays of unknown origin); or ``(None, what is wrong)``."""
+    spec = metadata.get("store_spec")
+    if not spec:
+        return None, None
+    try:
+        return config_from_dict(StoreSpec, spec, source="the head's store_spec"), None
+    except USAMError as e:
+        return None, str(e)
+
+
+def newest_head(dataset):
+    """The path of the head most recently trained on a dataset, or None."""
+    heads = recorded_heads(dataset) if dataset is not None else []
+    return heads[-1]["path"] if heads else None
 
 
 def predicted_classes(head_classes, groups):
@@ -39,9 +60,6 @@ def predicted_classes(head_classes, groups):
     error = classes_error(groups)
     if error:
         return None, error
-    from fiftyone_usam.errors import USAMError
-    from fiftyone_usam.ontology import load_ontology
-
     ontology = load_ontology(groups)
     if not ontology.superclasses():
         return classes, None
@@ -52,61 +70,33 @@ def predicted_classes(head_classes, groups):
 
 
 def teacher_error(dataset, stage, out):
-    """A ``student`` run needs a teacher in ``<out>/teacher`` (``out``: default for the dataset)."""
-    if stage != "student":
+    """A ``student`` run distils from the head in ``<out>/teacher`` (``out``: where `train`
+    writes for the dataset by default), which must load as `load_head` loads it."""
+    if stage != "student" or (not out and dataset is None):
         return None
-    if out:
-        folder = Path(out).expanduser()
-    elif dataset is not None:
-        from fiftyone_usam.stages.train import default_head_path
-
-        folder = default_head_path(dataset.name)
-    else:
-        return None
+    folder = Path(out).expanduser() if out else default_head_path(dataset.name)
     teacher = folder / "teacher"
-    if (teacher / HEAD_METADATA).is_file():
-        return None
-    return (
-        f"stage 'student' distils from the teacher in {teacher}, which holds none: train it "
-        "first with stage 'teacher' (or use stage 'both')"
-    )
-
-
-def read_store_spec(value):
-    """The spec (a dict) of the EmbeddingStore at a path, or None if there is none."""
-    spec_file = Path(value).expanduser() / "spec.json"
     try:
-        spec = json.loads(spec_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return spec if isinstance(spec, dict) else None
-
-
-def usable_stores(dataset):
-    """The stores recorded on a dataset whose directories still hold a store, newest last."""
-    if dataset is None:
-        return []
-    from fiftyone_usam.fiftyone_io.datasets import recorded_stores
-
-    return [s for s in recorded_stores(dataset) if (Path(s["path"]) / "spec.json").is_file()]
-
-
-def recorded_store_specs(dataset):
-    """The specs (dicts) of the stores recorded on a dataset that still exist, newest last."""
-    return [s["spec"] for s in usable_stores(dataset)]
+        read_metadata(teacher)
+    except USAMError as e:
+        return (
+            f"stage 'student' distils from the teacher in {teacher}, but: {e}. Train it first "
+            "with stage 'teacher' (or use stage 'both')"
+        )
+    return None
 
 
 def training_store_error(dataset, value):
-    """The store `train` reads: the one given, else one recorded on the dataset."""
+    """The store `train` reads: the one given, else the newest one recorded on the dataset."""
     if value:
-        if read_store_spec(value) is None:
-            path = Path(value).expanduser()
-            return (
-                f"no EmbeddingStore at {path} (no spec.json): compute the embeddings there with "
-                "U-SAM: compute SAM mask embeddings, or leave the store empty"
-            )
+        return library_error(EmbeddingStore.open, value)
+    if dataset is None:
         return None
-    if dataset is not None and not usable_stores(dataset):
+    try:
+        recorded = locate_store(dataset)
+    except USAMError as e:
+        return str(e)
+    if recorded is None:
         return (
             "no EmbeddingStore is recorded on this dataset: run U-SAM: compute SAM mask "
             "embeddings first, or give the store directory"
@@ -115,41 +105,30 @@ def training_store_error(dataset, value):
 
 
 def new_store_error(value, variant, points_per_side):
-    """A store to embed into that is a file, someone else's directory, or a store of another
-    SAM variant or grid (its weights are not compared: hashing them is not cheap)."""
+    """A store to embed into that `EmbeddingStore.create` would refuse: a file, someone else's
+    directory, or a store of another SAM variant or grid (the weights are not compared:
+    hashing them is not cheap)."""
     if not value:
         return None
-    path = Path(value).expanduser()
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+    try:
+        found = spec_at(value)
+    except USAMError as e:
+        return str(e)
+    if found is None:
         return None
-    spec = read_store_spec(value)
-    if spec is None:
-        return f"{path} exists and is not an EmbeddingStore: choose an empty or new directory"
-    wanted = {"sam_variant": variant, "points_per_side": points_per_side}
-    diffs = [
-        f"{name} {spec.get(name)!r}, not {asked!r}"
-        for name, asked in wanted.items()
-        if asked is not None and spec.get(name) != asked
-    ]
+    given = {"sam_variant": variant, "points_per_side": points_per_side}
+    asked = {name: v for name, v in given.items() if v is not None}
+    diffs = found.differences(replace(found, **asked), asked, ("store has", "asked for"))
     if diffs:
         return (
-            f"the store at {path} holds embeddings of another kind ({'; '.join(diffs)}): "
-            "choose its SAM and grid to add to it, or another store directory"
+            f"the store at {Path(value).expanduser()} holds embeddings of another kind "
+            f"({'; '.join(diffs)}): choose its SAM and grid to add to it, or another store "
+            "directory"
         )
     return None
 
 
-def spec_differences(wanted, found):
-    """``"name: head X, store Y"`` for each compatibility field in which two specs differ."""
-    return [
-        f"{name}: head {wanted.get(name)!r}, store {found.get(name)!r}"
-        for name in COMPATIBILITY_FIELDS
-        if wanted.get(name) != found.get(name)
-    ]
-
-
-def describe_spec(spec):
-    """A store spec (a dict) in a few words."""
-    points = spec.get("points_per_side")
-    sha = str(spec.get("checkpoint_sha256", ""))[:12]
-    return f"SAM {spec.get('sam_variant')} (weights {sha}), {points}x{points} points"
+def compatibility_differences(trained, found):
+    """How a store's spec differs from a head's training spec where it matters (the check of
+    `Head.check_compatible`), as ``"<field>: head X, store Y"`` lines."""
+    return trained.differences(found, COMPATIBILITY_FIELDS, ("head", "store"))

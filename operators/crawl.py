@@ -3,12 +3,11 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_usam.sources.engines import ENGINES
+
 from .generate import int_param, show_dataset
 from .progress import progress_callback, usam_config
 from .validation import classes_input, invalidate, name_error, path_error
-
-# Mirrors fiftyone_usam.sources.engines.ENGINES (not imported here: the entry stays light).
-_ENGINES = ["bing", "google", "baidu", "flickr", "urls"]
 
 
 class CrawlOperator(foo.Operator):
@@ -35,7 +34,7 @@ class CrawlOperator(foo.Operator):
         dataset = inputs.str("dataset", required=True, default="usam-crawled", label="Dataset")
         invalidate(dataset, name_error(params.get("dataset"), "dataset"))
         inputs.int("per_class", default=45, min=0, label="Images per class")
-        inputs.enum("engine", _ENGINES, default="bing", label="Engine")
+        inputs.enum("engine", list(ENGINES), default="bing", label="Engine")
         engine = params.get("engine", "bing")
         if engine == "urls":
             urls_file = inputs.str(

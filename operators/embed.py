@@ -3,11 +3,14 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS
+
 from .artifacts import new_store_error
 from .progress import progress_callback, usam_config
 from .validation import invalidate, no_dataset_form, path_error, sam_variant
 
-_VARIANTS = ["vit_b", "vit_l", "vit_h", "custom"]
+# The official variants, and "custom": the one described beside the checkpoint.
+_VARIANTS = [*OFFICIAL_VARIANTS, "custom"]
 
 
 class EmbedOperator(foo.Operator):

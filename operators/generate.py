@@ -3,6 +3,9 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_usam.devices import PRECISIONS
+from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, SCHEDULERS
+
 from .progress import progress_callback, usam_config
 from .validation import (
     classes_input,
@@ -12,11 +15,6 @@ from .validation import (
     pipeline_error,
     prompt_error,
 )
-
-# Mirrors fiftyone_usam.sources.pipelines (not imported here: the plugin entry stays light).
-_DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
-_SCHEDULERS = ["default", "pndm", "ddim", "dpm++", "euler", "euler-ancestral", "lms", "unipc"]
-_PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 
 
 class GenerateOperator(foo.Operator):
@@ -46,7 +44,7 @@ class GenerateOperator(foo.Operator):
         inputs.int("per_class", default=200, min=0, label="Images per class")
         model = inputs.str(
             "model",
-            default=_DEFAULT_MODEL,
+            default=DEFAULT_MODEL,
             label="Model",
             description="Hugging Face Hub id, or a pipeline directory on the server.",
         )
@@ -61,7 +59,7 @@ class GenerateOperator(foo.Operator):
         inputs.str("negative_prompt", label="Negative prompt (optional)")
         inputs.int("steps", default=50, min=1, label="Denoising steps")
         inputs.float("guidance", default=7.5, label="Guidance scale")
-        inputs.enum("scheduler", _SCHEDULERS, default="default", label="Scheduler")
+        inputs.enum("scheduler", list(SCHEDULERS), default="default", label="Scheduler")
         for side in ("height", "width"):
             prop = inputs.int(
                 side, min=8, label=f"{side.title()} (optional)", description="Multiple of 8."
@@ -71,7 +69,7 @@ class GenerateOperator(foo.Operator):
         inputs.int("seed", default=0, label="Seed")
         inputs.str("images_dir", label="Images directory (optional)")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
-        inputs.enum("precision", _PRECISIONS, default="auto", label="Precision")
+        inputs.enum("precision", list(PRECISIONS), default="auto", label="Precision")
         inputs.bool("attention_slicing", default=False, label="Attention slicing")
         inputs.bool("cpu_offload", default=False, label="CPU offload (needs accelerate)")
         return types.Property(inputs, view=types.View(label="U-SAM: generate training images"))
@@ -84,7 +82,7 @@ class GenerateOperator(foo.Operator):
             params["classes"],
             dataset=params["dataset"],
             per_class=int_param(params, "per_class", 200),
-            model=params.get("model") or _DEFAULT_MODEL,
+            model=params.get("model") or DEFAULT_MODEL,
             prompt=params.get("prompt") or None,
             negative_prompt=params.get("negative_prompt") or None,
             steps=int_param(params, "steps", 50),

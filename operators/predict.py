@@ -5,13 +5,17 @@ from pathlib import Path
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_usam.embeddings.store import EmbeddingStore, spec_at
+from fiftyone_usam.errors import USAMError
+from fiftyone_usam.fiftyone_io.datasets import locate_store
+from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
+
 from .artifacts import (
-    describe_spec,
+    compatibility_differences,
+    newest_head,
     predicted_classes,
     read_head,
-    read_store_spec,
-    recorded_store_specs,
-    spec_differences,
+    trained_spec,
 )
 from .progress import progress_callback, usam_config
 from .validation import (
@@ -24,7 +28,6 @@ from .validation import (
     show,
 )
 
-_GRANULARITIES = ["best", "coarse", "medium", "fine", "all"]
 _LABEL = "U-SAM: label images with a trained head"
 
 
@@ -48,7 +51,7 @@ class PredictOperator(foo.Operator):
         head = inputs.str(
             "head",
             required=True,
-            default=_newest_head(ctx),
+            default=newest_head(ctx.dataset),
             label="Head",
             description="A head checkpoint directory, or a `usam train --out` directory.",
         )
@@ -66,10 +69,10 @@ class PredictOperator(foo.Operator):
             label="Threshold (optional)",
             description="Minimum class probability; default: the head's own.",
         )
-        inputs.float("nms_iou", default=0.5, min=0.0, max=1.0, label="NMS mask IoU")
+        inputs.float("nms_iou", default=DEFAULT_NMS_IOU, min=0.0, max=1.0, label="NMS mask IoU")
         inputs.enum(
             "granularity",
-            _GRANULARITIES,
+            list(GRANULARITIES),
             default="best",
             label="Mask granularity",
             description="best: SAM's pick; coarse: whole objects; fine: parts; all: NMS decides.",
@@ -121,7 +124,7 @@ class PredictOperator(foo.Operator):
             head=params["head"],
             field=params.get("field") or "usam",
             threshold=None if threshold is None else float(threshold),
-            nms_iou=float(params.get("nms_iou", 0.5)),
+            nms_iou=float(params.get("nms_iou", DEFAULT_NMS_IOU)),
             granularity=params.get("granularity") or "best",
             class_agnostic_nms=bool(params.get("class_agnostic_nms")),
             groups=params.get("groups") or None,
@@ -148,20 +151,15 @@ class PredictOperator(foo.Operator):
         return types.Property(outputs)
 
 
-def _newest_head(ctx):
-    """The head most recently trained on this dataset, if any, as the form's default."""
-    if ctx.dataset is None:
-        return None
-    heads = ctx.dataset.info.get("usam_heads") or []
-    return heads[-1]["path"] if heads else None
-
-
 def _check_head(ctx, inputs, props):
     """The head loads; its classes fit the output fields; where its embeddings come from."""
     params = ctx.params
     if not params.get("head"):
         return
     metadata, error = read_head(params["head"])
+    if invalidate(props["head"], error).invalid:
+        return
+    spec, error = trained_spec(metadata)
     if invalidate(props["head"], error).invalid:
         return
     classes, error = predicted_classes(metadata["classes"], params.get("groups"))
@@ -176,25 +174,33 @@ def _check_head(ctx, inputs, props):
             "settings goes on where it stopped; other settings need Overwrite."
         )
         show(inputs, "existing_fields", message, label="Output fields exist")
-    level, message = _embeddings_source(ctx.dataset, metadata, params.get("store"))
+    level, message = _embeddings_source(ctx.dataset, spec, params.get("store"))
     if level == "error":
         invalidate(props["store"], message)
     else:
         show(inputs, "embeddings", message, label="SAM will run", warning=level == "warning")
 
 
-def _embeddings_source(dataset, metadata, store):
-    """``(level, message)``: whether the head's embeddings are cached, as `predict` decides."""
-    wanted = metadata.get("store_spec")
+def _embeddings_source(dataset, spec, store):
+    """``(level, message)``: whether the embeddings of a head trained on ``spec`` (None: of
+    unknown origin) are cached, as `predict` decides (`locate_store`, then the head's check)."""
+    try:
+        return _cached(dataset, spec, store)
+    except USAMError as e:  # a recorded or given store that predict could not read either
+        return "error", str(e)
+
+
+def _cached(dataset, spec, store):
+    """`_embeddings_source`, raising what a store that cannot be read raises."""
     if store:
-        found = read_store_spec(store)
+        found = spec_at(store)
         if found is None:
             path = Path(store).expanduser()
             return "notice", (
                 f"No EmbeddingStore at {path} yet: SAM will run for these images and store "
                 "their embeddings there."
             )
-        diffs = spec_differences(wanted, found) if wanted else []
+        diffs = compatibility_differences(spec, found) if spec else []
         if diffs:
             return "error", (
                 "this head was trained on embeddings of another kind than the store's ("
@@ -202,18 +208,21 @@ def _embeddings_source(dataset, metadata, store):
                 + "): choose the store of the head's SAM, or leave the store empty"
             )
         return None, None
-    if wanted is None:
+    if spec is None:
         return "error", (
             "this head was trained from arrays of unknown origin, so it does not say which SAM "
             "made its embeddings: give the EmbeddingStore to predict from"
         )
-    specs = recorded_store_specs(dataset)
-    if wanted in specs:
+    if locate_store(dataset, spec) is not None:
         return None, None
-    run = f"SAM ({describe_spec(wanted)}) will run for these images"
-    if specs:
+    wanted = spec.describe()
+    recorded = locate_store(dataset)
+    if recorded is not None:
+        kind = EmbeddingStore.open(recorded).spec.describe()
         return "warning", (
-            f"The embeddings recorded on this dataset ({describe_spec(specs[-1])}) are not "
-            f"the kind this head was trained on: {run}."
+            f"The embeddings recorded on this dataset ({kind}) are not the kind this head was "
+            f"trained on ({wanted}): SAM will run for these images."
         )
-    return "notice", f"No SAM embeddings are recorded on this dataset: {run}."
+    return "notice", (
+        f"No SAM embeddings are recorded on this dataset: SAM will run for these images ({wanted})."
+    )

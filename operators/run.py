@@ -3,6 +3,10 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS
+from fiftyone_usam.sources import SOURCES
+from fiftyone_usam.sources.engines import ENGINES
+
 from .generate import int_param
 from .progress import usam_config
 from .validation import (
@@ -19,8 +23,6 @@ from .validation import (
     sam_variant,
     show,
 )
-
-_STAGES = ("training images", "embed training", "embed target", "train", "predict", "evaluate")
 
 
 class RunOperator(foo.Operator):
@@ -45,7 +47,7 @@ class RunOperator(foo.Operator):
         classes_input(inputs, params)
         inputs.enum(
             "source",
-            ["synthetic", "crawl"],
+            list(SOURCES),
             default="synthetic",
             label="Training images",
             description="synthetic: Stable Diffusion (GPU); crawl: web image search.",
@@ -59,7 +61,7 @@ class RunOperator(foo.Operator):
         _source_inputs(params, inputs)
         sam = inputs.enum(
             "sam",
-            ["vit_b", "vit_l", "vit_h"],
+            list(OFFICIAL_VARIANTS),
             label="SAM (optional)",
             description="Default: the variant described beside the checkpoint, else vit_b.",
         )
@@ -96,13 +98,13 @@ class RunOperator(foo.Operator):
         return types.Property(inputs, view=types.View(label="U-SAM: label from class names"))
 
     def execute(self, ctx):
-        from fiftyone_usam.stages.pipeline import run
+        from fiftyone_usam.stages.pipeline import STAGES, run
 
         params = ctx.params
 
         def progress(stage, done, total):
-            index = _STAGES.index(stage) if stage in _STAGES else 0
-            fraction = (index + (done / total if total else 1.0)) / len(_STAGES)
+            index = STAGES.index(stage) if stage in STAGES else 0
+            fraction = (index + (done / total if total else 1.0)) / len(STAGES)
             ctx.set_progress(progress=fraction, label=f"{stage}: {done}/{total}")
 
         report = run(
@@ -152,8 +154,7 @@ def _source_inputs(params, inputs):
         )
         invalidate(model, pipeline_error(params.get("model")))
         return
-    engines = ["bing", "google", "baidu", "flickr", "urls"]
-    inputs.enum("engine", engines, default="bing", label="Crawl engine")
+    inputs.enum("engine", list(ENGINES), default="bing", label="Crawl engine")
     if params.get("engine", "bing") == "urls":
         urls_file = inputs.str(
             "urls_file",

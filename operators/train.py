@@ -3,11 +3,11 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_usam.head.config import STAGES
+
 from .artifacts import teacher_error, training_store_error
 from .progress import progress_callback, usam_config
 from .validation import classes_error, invalidate, no_dataset_form
-
-_STAGES = ["both", "teacher", "student"]
 
 
 class TrainOperator(foo.Operator):
@@ -41,7 +41,7 @@ class TrainOperator(foo.Operator):
             description="Gets teacher/ and student/ checkpoints. Default: "
             "<FiftyOne dataset dir>/usam/<dataset>/head.",
         )
-        stage = inputs.enum("stage", _STAGES, default="both", label="Stage")
+        stage = inputs.enum("stage", list(STAGES), default="both", label="Stage")
         invalidate(stage, teacher_error(ctx.dataset, params.get("stage"), params.get("out")))
         classes = inputs.str(
             "classes",

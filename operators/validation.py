@@ -4,13 +4,26 @@ The App resolves a dynamic operator's form again at every change of its values, 
 validates the resolved form before running it (and again when a worker runs a delegated one).
 So these checks read only small things: the dataset's schema and info, an ontology file, a
 head's ``head.json``, a store's ``spec.json`` (see `artifacts`); never weights or images. Each
-returns what is wrong as a message for the form, or None. The library is imported inside the
-functions: the plugin entry is imported whenever FiftyOne builds its operator registry.
+returns what is wrong as a message for the form, or None, and calls the library's own check so
+that a rule lives in one place. FiftyOne imports the plugin entry whenever it builds its
+operator registry, so only torch-free library modules are imported here.
 """
 
 from pathlib import Path
 
 import fiftyone.operators.types as types
+
+from fiftyone_usam.embeddings.sam_variants import (
+    OFFICIAL_VARIANTS,
+    resolve_variant,
+    variant_config_path,
+)
+from fiftyone_usam.errors import USAMError
+from fiftyone_usam.fiftyone_io.labels import mask_targets
+from fiftyone_usam.fiftyone_io.writer import output_fields
+from fiftyone_usam.ontology import load_ontology
+from fiftyone_usam.sources.jobs import check_image_size, check_prompt
+from fiftyone_usam.sources.pipelines import check_source
 
 
 def invalidate(prop, message):
@@ -53,15 +66,11 @@ def classes_error(value):
     """What is wrong with a class list (comma-separated names or an ontology file), or None."""
     if value is None:
         return None  # a required property: FiftyOne says so itself
-    from fiftyone_usam.ontology import load_ontology
-
-    return _library_error(load_ontology, value)
+    return library_error(load_ontology, value)
 
 
-def _library_error(check, *args):
+def library_error(check, *args):
     """The message of the `USAMError` that ``check(*args)`` raises, or None."""
-    from fiftyone_usam.errors import USAMError
-
     try:
         check(*args)
     except USAMError as e:
@@ -92,16 +101,12 @@ def multiple_of_8_error(value, what):
         size = int(value)
     except (TypeError, ValueError):
         return None  # absent, or not a number: FiftyOne's type check says so
-    from fiftyone_usam.sources.jobs import check_image_size
-
-    return _library_error(check_image_size, what, size)
+    return library_error(check_image_size, what, size)
 
 
 def prompt_error(prompt):
     """A prompt template without ``{}`` for the class name, as the library checks it."""
-    from fiftyone_usam.sources.jobs import check_prompt
-
-    return _library_error(check_prompt, prompt or None)
+    return library_error(check_prompt, prompt or None)
 
 
 def sam_variant(sam, checkpoint, *, custom=False, described_choice="no variant"):
@@ -116,16 +121,13 @@ def sam_variant(sam, checkpoint, *, custom=False, described_choice="no variant")
     """
     if checkpoint and not Path(checkpoint).expanduser().exists():
         return None, None
-    beside = Path(checkpoint).expanduser().with_suffix(".json") if checkpoint else None
+    beside = variant_config_path(Path(checkpoint).expanduser()) if checkpoint else None
     if custom and (beside is None or not beside.is_file()):
         where = beside or "<checkpoint-stem>.json"
         return None, (
             f"a custom SAM is described by {where} beside its checkpoint: give such a "
-            "checkpoint, or choose vit_b, vit_l or vit_h"
+            f"checkpoint, or choose one of {', '.join(OFFICIAL_VARIANTS)}"
         )
-    from fiftyone_usam.embeddings.sam_variants import resolve_variant
-    from fiftyone_usam.errors import USAMError
-
     try:
         return resolve_variant(sam, checkpoint).name, None
     except USAMError as e:
@@ -138,27 +140,20 @@ def pipeline_error(model):
     """A diffusers model that looks like a local path but is no pipeline directory, or None."""
     if not model:
         return None
-    from fiftyone_usam.sources.pipelines import check_source
-
-    return _library_error(check_source, model)
+    return library_error(check_source, model)
 
 
 def field_prefix_error(field):
     """An output field prefix that is not letters, digits and underscores."""
     if field is None:
         return None
-    from fiftyone_usam.fiftyone_io.writer import output_fields
-
-    return _library_error(output_fields, field)
+    return library_error(output_fields, field)
 
 
 def other_classes(dataset, field, classes):
     """The classes a prefix's semantic field holds when they are not ``classes``, else None."""
     if dataset is None or field_prefix_error(field):
         return None
-    from fiftyone_usam.fiftyone_io.labels import mask_targets
-    from fiftyone_usam.fiftyone_io.writer import output_fields
-
     semantic = output_fields(field)["semantic"]
     targets = dataset.mask_targets.get(semantic) if dataset.has_field(semantic) else None
     if not targets or {int(k): v for k, v in targets.items()} == mask_targets(classes):
@@ -184,6 +179,4 @@ def existing_fields(dataset, field):
     """The output fields of a prefix that the dataset already has."""
     if dataset is None or field_prefix_error(field):
         return []
-    from fiftyone_usam.fiftyone_io.writer import output_fields
-
     return [name for name in output_fields(field).values() if dataset.has_field(name)]

@@ -18,7 +18,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,66 +129,33 @@ def _start_mongod(root: Path) -> str:
 
 # -- tiny SAM ------------------------------------------------------------------------------
 
-TINY_CONFIG = {
-    "name": "tiny",
-    "encoder_embed_dim": 64,
-    "encoder_depth": 2,
-    "encoder_num_heads": 2,
-    "encoder_global_attn_indexes": [1],
-    "image_size": 256,
-    "window_size": 8,
-}
+from fiftyone_usam.testing.scenes import scene  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_variant():
-    from fiftyone_usam.embeddings.sam_variants import SamVariant
+    from fiftyone_usam.testing.sam import tiny_variant
 
-    return SamVariant(**{**TINY_CONFIG, "encoder_global_attn_indexes": (1,)})
+    return tiny_variant()
 
 
 @pytest.fixture(scope="session")
-def tiny_sam(tiny_variant):
+def tiny_sam():
     """A SAM with random weights at toy size (encoder width 64, input 256), seeded."""
-    import torch
+    from fiftyone_usam.testing.sam import build_tiny_sam
 
-    from fiftyone_usam.embeddings.sam_backend import build_sam
-
-    torch.manual_seed(0)
-    return build_sam(tiny_variant)
+    return build_tiny_sam(seed=0)
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tiny_sam, tmp_path_factory) -> Path:
-    """``tiny_sam.pth`` with its variant described by ``tiny_sam.json`` beside it."""
-    import json
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """``tiny_sam.pth`` (the weights of `tiny_sam`) with its variant in ``tiny_sam.json``."""
+    from fiftyone_usam.testing.sam import save_tiny_sam
 
-    import torch
-
-    folder = tmp_path_factory.mktemp("tiny_sam")
-    path = folder / "tiny_sam.pth"
-    torch.save(tiny_sam.state_dict(), path)
-    (folder / "tiny_sam.json").write_text(json.dumps(TINY_CONFIG))
-    return path
+    return save_tiny_sam(tmp_path_factory.mktemp("tiny_sam"), seed=0)
 
 
 # -- images and datasets -------------------------------------------------------------------
-
-
-def scene(height: int, width: int, seed: int) -> np.ndarray:
-    """A simple scene: a coloured rectangle and disc on a noisy background, `(H, W, 3)` uint8."""
-    rng = np.random.default_rng(seed)
-    image = rng.integers(90, 140, (height, width, 3), dtype=np.uint8)
-    y0, x0 = rng.integers(0, height // 2), rng.integers(0, width // 2)
-    image[y0 : y0 + height // 3, x0 : x0 + width // 3] = rng.integers(0, 255, 3)
-    yy, xx = np.mgrid[:height, :width]
-    cy, cx, r = (
-        rng.integers(height // 4, 3 * height // 4),
-        rng.integers(width // 4, 3 * width // 4),
-        min(height, width) // 5,
-    )
-    image[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = rng.integers(0, 255, 3)
-    return image
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ def prepare_benchmark(recipe: dict[str, Any], workdir: Path, seed: int) -> tuple
             max_samples=bench.get("max_samples"),
         )
     elif kind == "scenes":
-        from fiftyone_usam.stages.demo import scenes_dataset
+        from fiftyone_usam.testing.scenes import scenes_dataset
 
         scenes_dataset(name, workdir / "scenes", int(bench.get("images", 8)), seed)
     else:
@@ -89,10 +89,13 @@ def reproduce(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
         if recipe.get(key) is not None
     }  # fmt: skip
     if recipe.get("tiny"):
-        from fiftyone_usam.stages.demo import tiny_diffusion_pipeline, tiny_sam_checkpoint
+        from fiftyone_usam.testing.pipelines import save_random_pipeline
+        from fiftyone_usam.testing.sam import save_tiny_sam
 
-        options["checkpoint"] = tiny_sam_checkpoint(out / "models" / "sam", seed)
-        options["model"] = tiny_diffusion_pipeline(out / "models" / "diffusion", seed)
+        options["checkpoint"] = save_tiny_sam(
+            out / "models" / "sam", "demo_sam", seed=seed, name="demo-tiny"
+        )
+        options["model"] = save_random_pipeline(out / "models" / "diffusion", seed)
     report = usam.run(
         classes,
         dataset=dataset,

@@ -16,15 +16,14 @@ from fiftyone_usam.cli.common import (
     view_tag_option,
 )
 from fiftyone_usam.inference.clip_backend import DEFAULT_CLIP_MODEL
-from fiftyone_usam.inference.labelers import SAM_CLIP_THRESHOLD
-from fiftyone_usam.stages.baseline import METHODS
+from fiftyone_usam.inference.labelers import METHODS, SAM_CLIP_THRESHOLD
 
 
 @click.command("baseline")
 @click.option(
     "--method",
     required=True,
-    type=click.Choice(list(METHODS)),
+    type=click.Choice(METHODS),
     help="sam-clip: SAM's masks classified by CLIP; otsu: class-agnostic foreground by "
     "Otsu's threshold.",
 )

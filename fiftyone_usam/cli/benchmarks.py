@@ -55,7 +55,7 @@ def import_voc_command(
     Writes ground_truth (semantic, 255 = boundary, ignored) and ground_truth_instances. A
     re-run with the same arguments leaves the dataset as it is.
     """
-    from fiftyone_usam.fiftyone_io.benchmarks import import_voc
+    from fiftyone_usam.stages.benchmarks import import_voc
 
     result = import_voc(
         root,
@@ -99,7 +99,7 @@ def import_coco_command(
     Writes ground_truth (semantic, 255 = crowd, ignored) and ground_truth_instances (with
     iscrowd). A re-run with the same arguments leaves the dataset as it is.
     """
-    from fiftyone_usam.fiftyone_io.benchmarks import import_coco
+    from fiftyone_usam.stages.benchmarks import import_coco
 
     result = import_coco(
         images_dir,
@@ -114,7 +114,7 @@ def import_coco_command(
 
 
 def _echo_summary(dataset: fo.Dataset) -> None:
-    from fiftyone_usam.fiftyone_io.benchmarks import INSTANCES_FIELD, SEMANTIC_FIELD
+    from fiftyone_usam.stages.benchmarks import INSTANCES_FIELD, SEMANTIC_FIELD
 
     instances = (
         dataset.count(f"{INSTANCES_FIELD}.detections") if dataset.has_field(INSTANCES_FIELD) else 0

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
+
 MAX_SHOWN = 20
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -33,11 +35,9 @@ NMS_IOU_HELP = "Mask IoU above which the less confident of two overlapping masks
 
 def granularity_option(help: str = GRANULARITY_HELP) -> Decorator:
     """``--granularity``: which of SAM's multimask outputs feed a predictor."""
-    from fiftyone_usam.inference.predictor import GRANULARITIES
-
     return click.option(
         "--granularity",
-        type=click.Choice(list(GRANULARITIES)),
+        type=click.Choice(GRANULARITIES),
         default="best",
         show_default=True,
         help=help,
@@ -46,8 +46,6 @@ def granularity_option(help: str = GRANULARITY_HELP) -> Decorator:
 
 def nms_iou_option(help: str = NMS_IOU_HELP) -> Decorator:
     """``--nms-iou``: the mask-NMS IoU threshold."""
-    from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU
-
     return click.option(
         "--nms-iou",
         type=click.FloatRange(0, 1),

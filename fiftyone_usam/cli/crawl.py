@@ -28,7 +28,7 @@ _MAX_REJECTIONS_SHOWN = 20
 )
 @click.option(
     "--engine",
-    type=click.Choice(list(ENGINES)),
+    type=click.Choice(ENGINES),
     default="bing",
     show_default=True,
     help="Search engine (via icrawler), or urls: the URLs in --urls-file.",

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_option
+from fiftyone_usam.devices import PRECISIONS
 
 
 @click.command("embed")
@@ -48,7 +49,7 @@ from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_opti
 )
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
     help="auto: bf16 on CUDA, fp32 on CPU.",

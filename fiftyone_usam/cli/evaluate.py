@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fiftyone_usam.cli.common import echo_problems, view_tag_option
-from fiftyone_usam.stages.evaluate import DEFAULT_BOUNDARY_TOLERANCE
+from fiftyone_usam.evaluation.metrics import DEFAULT_BOUNDARY_TOLERANCE
 
 
 @click.command("evaluate")

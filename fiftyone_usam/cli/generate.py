@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fiftyone_usam.cli.common import device_option
+from fiftyone_usam.devices import PRECISIONS
 from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, SCHEDULERS
 
 
@@ -79,7 +80,7 @@ from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, SCHEDULERS
 @device_option
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
     help="auto: fp16 on CUDA, fp32 on CPU.",

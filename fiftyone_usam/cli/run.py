@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from fiftyone_usam.cli.common import device_option, view_tag_option
+from fiftyone_usam.sources import SOURCES
+from fiftyone_usam.sources.engines import ENGINES
 
 
 @click.command("run")
@@ -14,7 +16,7 @@ from fiftyone_usam.cli.common import device_option, view_tag_option
 @click.option("--dataset", required=True, help="The FiftyOne dataset to label.")
 @click.option(
     "--source",
-    type=click.Choice(["synthetic", "crawl"]),
+    type=click.Choice(SOURCES),
     default="synthetic",
     show_default=True,
     help="Training images from Stable Diffusion, or from the web.",
@@ -51,7 +53,7 @@ from fiftyone_usam.cli.common import device_option, view_tag_option
 @click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option(
     "--engine",
-    type=click.Choice(["bing", "google", "baidu", "flickr", "urls"]),
+    type=click.Choice(ENGINES),
     default="bing",
     show_default=True,
     help="Crawl engine, with --source crawl.",

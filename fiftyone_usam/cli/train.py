@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_option
+from fiftyone_usam.head.config import STAGES
 
 
 @click.command("train")
@@ -33,7 +34,7 @@ from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_opti
 )
 @click.option(
     "--stage",
-    type=click.Choice(["teacher", "student", "both"]),
+    type=click.Choice(STAGES),
     default=None,
     help="What to train: the MIL teacher, the student (from OUT/teacher), or both in turn. "
     "Default: both (or the --config file's stage).",

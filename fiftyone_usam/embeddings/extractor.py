@@ -51,6 +51,9 @@ class MaskEmbeddingExtractor:
         stability_offset: logit offset of the stability score (SAM's default 1.0).
         max_mask_bytes: cap on the full-resolution mask logits held at once; the upsampling of
             an image's ``d x 3`` masks is split into chunks of points to stay under it.
+        points_per_batch: prompts per mask-decoder call (as in SAM's automatic generator). The
+            decoder copies the image embedding once per prompt, so this bounds its memory
+            whatever the grid; the default keeps the paper's 10x10 grid in one call.
     """
 
     def __init__(
@@ -61,9 +64,10 @@ class MaskEmbeddingExtractor:
         precision: Precision = "auto",
         stability_offset: float = 1.0,
         max_mask_bytes: int = 1 << 28,
+        points_per_batch: int = 128,
     ) -> None:
-        if points_per_side < 1 or batch_size < 1:
-            raise ValueError("points_per_side and batch_size must be at least 1")
+        if points_per_side < 1 or batch_size < 1 or points_per_batch < 1:
+            raise ValueError("points_per_side, batch_size and points_per_batch must be at least 1")
         if not isinstance(sam, LoadedSam):
             raise TypeError(
                 f"MaskEmbeddingExtractor takes a LoadedSam, got {type(sam).__name__}: load it "
@@ -76,6 +80,7 @@ class MaskEmbeddingExtractor:
         self.batch_size = batch_size
         self.stability_offset = stability_offset
         self.max_mask_bytes = max_mask_bytes
+        self.points_per_batch = points_per_batch
 
     @property
     def model(self) -> Sam:
@@ -126,7 +131,7 @@ class MaskEmbeddingExtractor:
             return self.model.image_encoder(batch).float()
 
     def decode(self, features: torch.Tensor, image_size: tuple[int, int]) -> MaskProposals:
-        """Decodes all grid points of one image in one mask-decoder call.
+        """Decodes all grid points of one image, ``points_per_batch`` per mask-decoder call.
 
         Args:
             features: `(1, 256, h, w)` image embedding from `encode`.
@@ -138,20 +143,13 @@ class MaskEmbeddingExtractor:
         points = grid_points_for_image(self.points_per_side, h, w)
         coords = sam_backend.transform_coords(points, (h, w), self.sam.image_size)
         coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[:, None, :]
-        labels_t = torch.ones(coords_t.shape[:2], dtype=torch.int, device=self.device)
-        with torch.inference_mode(), self._autocast():
-            sparse, dense = self.model.prompt_encoder(
-                points=(coords_t, labels_t), boxes=None, masks=None
-            )
-            with self._capture_mask_tokens() as captured:
-                low_res, iou = self.model.mask_decoder(
-                    image_embeddings=features.to(self.device),
-                    image_pe=self.model.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=True,
-                )
-        tokens = captured["tokens"].reshape(len(points), EMBEDDING_DIM)
+        parts = [
+            self._decode_points(features, coords_t[start : start + self.points_per_batch])
+            for start in range(0, len(points), self.points_per_batch)
+        ]
+        low_res = torch.cat([p[0] for p in parts])
+        iou = torch.cat([p[1] for p in parts])
+        tokens = torch.cat([p[2] for p in parts]).reshape(len(points), EMBEDDING_DIM)
         rles, stability = self._full_resolution_masks(low_res.float(), (h, w))
         return MaskProposals(
             embeddings=tokens.to(torch.float16).cpu().numpy(),
@@ -161,6 +159,32 @@ class MaskEmbeddingExtractor:
             image_size=(h, w),
             mask_rles=tuple(rles),
         )
+
+    def _decode_points(
+        self, features: torch.Tensor, coords: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One mask-decoder call for `(n, 1, 2)` prompt points.
+
+        Returns:
+            `(n, 3, h', w')` low-resolution logits, `(n, 3)` IoU predictions and `(n, 4, 256)`
+            output mask tokens.
+        """
+        import torch
+
+        labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
+        with torch.inference_mode(), self._autocast():
+            sparse, dense = self.model.prompt_encoder(
+                points=(coords, labels), boxes=None, masks=None
+            )
+            with self._capture_mask_tokens() as captured:
+                low_res, iou = self.model.mask_decoder(
+                    image_embeddings=features.to(self.device),
+                    image_pe=self.model.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=True,
+                )
+        return low_res, iou, captured["tokens"]
 
     def _full_resolution_masks(
         self, low_res: torch.Tensor, image_size: tuple[int, int]

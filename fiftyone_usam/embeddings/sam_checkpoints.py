@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fiftyone_usam.embeddings.sam_variants import SamVariant
 from fiftyone_usam.errors import CheckpointError
+from fiftyone_usam.settings import model_zoo_dir
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +31,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["USAM_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "fiftyone-usam"
-
-
-def fiftyone_zoo_dir() -> Path | None:
-    """FiftyOne's model zoo directory, where its SAM zoo models keep their checkpoints."""
-    try:
-        import fiftyone as fo
-    except ImportError:  # pragma: no cover - fiftyone is a dependency
-        return None
-    return Path(fo.config.model_zoo_dir).expanduser()
 
 
 def resolve_checkpoint(
@@ -71,7 +63,7 @@ def resolve_checkpoint(
             "pass --checkpoint PATH to its weights"
         )
     sam_dir = Path(cache_dir or default_cache_dir()).expanduser() / "sam"
-    zoo = fiftyone_zoo_dir()
+    zoo = model_zoo_dir()
     candidates = [sam_dir / variant.checkpoint_filename]
     if zoo is not None:
         candidates.append(zoo / variant.checkpoint_filename)

@@ -6,16 +6,21 @@ Layout::
     <store>/shards/<n>-<uid>.safetensors
 
 Each shard holds the proposals of a few images as safetensors arrays (no pickle, memory-mapped
-on read) with the sample ids in its header. A shard is written to a temporary file and renamed
+on read) with, in its header, the sample ids, a SHA-256 of each array (checked before anything of
+the shard is decoded, so damaged bytes are reported and never decoded) and each image file's
+size and modification time (so a sample whose file changed is embedded again, not labelled
+from the old image's proposals). A shard is written to a temporary file and renamed
 into place, so a killed run leaves only whole shards; the next run sees which samples are done
 and does the rest. Opening a store with a spec other than the one it was built with is an error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ from fiftyone_usam.config import config_from_dict, config_to_dict
 from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
 from fiftyone_usam.errors import ConfigError, StoreError
 from fiftyone_usam.files import atomic_path, remove_stale_temp_files, write_text_atomic
+from fiftyone_usam.masks import check_rle
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +113,8 @@ class EmbeddingStore:
         self.path = path
         self.spec = spec
         self._index: dict[str, tuple[Path, int]] | None = None
+        self._files: dict[str, tuple[int, int]] = {}  # sample id -> (size, mtime_ns) embedded
+        self._verified: set[Path] = set()
 
     @classmethod
     def open(cls, path: str | Path, spec: StoreSpec | None = None) -> EmbeddingStore:
@@ -139,12 +147,8 @@ class EmbeddingStore:
             StoreError: a store with another spec is there, or a non-empty non-store directory.
         """
         path = Path(path).expanduser()
-        if (path / "spec.json").exists():
+        if spec_at(path) is not None:
             return cls.open(path, spec)
-        if path.exists() and any(path.iterdir()):
-            raise StoreError(
-                f"{path} exists and is not an EmbeddingStore: choose an empty or new directory"
-            )
         (path / "shards").mkdir(parents=True, exist_ok=True)
         write_text_atomic(
             path / "spec.json", json.dumps(config_to_dict(spec), indent=2), fsync=True
@@ -197,6 +201,7 @@ class EmbeddingStore:
             shard, row = self._locate(sample_id)
             by_shard.setdefault(shard, []).append((i, row))
         for shard, pairs in by_shard.items():
+            self._verify(shard)
             with safe_open(str(shard), framework="np") as f:
                 embeddings = f.get_tensor("embeddings")
             for i, row in pairs:
@@ -205,15 +210,28 @@ class EmbeddingStore:
 
     # -- writing --------------------------------------------------------------------------
 
-    def write(self, items: Mapping[str, MaskProposals]) -> Path | None:
-        """Writes proposals as one new shard, atomically. Ids already stored are skipped.
+    def write(
+        self,
+        items: Mapping[str, MaskProposals],
+        *,
+        files: Mapping[str, str | Path] | None = None,
+        replace: bool = False,
+    ) -> Path | None:
+        """Writes proposals as one new shard, atomically.
+
+        Args:
+            items: sample id -> its proposals.
+            files: sample id -> the image file they were computed from; its size and
+                modification time are recorded, so `changed_files` can tell when it changed.
+            replace: write ids already stored again (the new shard wins); otherwise they are
+                skipped.
 
         Returns:
             The shard written, or None when there was nothing new.
         """
         from safetensors.numpy import save_file
 
-        new = {k: v for k, v in items.items() if k not in self}
+        new = {k: v for k, v in items.items() if replace or k not in self}
         if not new:
             return None
         for sample_id, proposals in new.items():
@@ -223,12 +241,36 @@ class EmbeddingStore:
         shards.mkdir(parents=True, exist_ok=True)
         number = len(list(shards.glob("*.safetensors")))
         target = shards / f"{number:06d}-{uuid.uuid4().hex[:8]}.safetensors"
-        metadata = {"sample_ids": json.dumps(list(new)), "format_version": str(FORMAT_VERSION)}
+        identities = {i: _file_identity(f) for i, f in (files or {}).items() if i in new}
+        metadata = {
+            "sample_ids": json.dumps(list(new)),
+            "format_version": str(FORMAT_VERSION),
+            "sha256": json.dumps({name: _digest(a) for name, a in arrays.items()}),
+            "files": json.dumps({i: v for i, v in identities.items() if v is not None}),
+        }
         with atomic_path(target, fsync=True) as tmp:
             save_file(arrays, str(tmp), metadata=metadata)
         index = self._get_index()
         index.update({sample_id: (target, row) for row, sample_id in enumerate(new)})
+        self._files.update({i: v for i, v in identities.items() if v is not None})
+        self._verified.add(target)
         return target
+
+    def changed_files(self, files: Mapping[str, str | Path]) -> list[str]:
+        """The stored samples whose image file differs (size or modification time) from the
+        one they were embedded from. Samples stored without a record of their file (by an older
+        version, or from arrays) are taken as unchanged.
+
+        Args:
+            files: sample id -> its image file now.
+        """
+        self._get_index()
+        changed = []
+        for sample_id, path in files.items():
+            recorded = self._files.get(sample_id)
+            if sample_id in self and recorded is not None and _file_identity(path) != recorded:
+                changed.append(sample_id)
+        return changed
 
     def remove_stale_temp_files(self) -> int:
         """Deletes temporary shard files left by writers that are no longer running."""
@@ -249,17 +291,24 @@ class EmbeddingStore:
         from safetensors import safe_open
 
         index: dict[str, tuple[Path, int]] = {}
+        self._files = {}
         for shard in sorted((self.path / "shards").glob("*.safetensors")):
             try:
                 with safe_open(str(shard), framework="np") as f:
-                    ids = json.loads((f.metadata() or {})["sample_ids"])
+                    header = f.metadata() or {}
+                ids = json.loads(header["sample_ids"])
+                files = json.loads(header.get("files", "{}"))
             except Exception as e:  # a shard that is not ours, or damaged on disk
                 raise StoreError(
                     f"cannot read shard {shard}: {e}. Delete it; the samples it held will be "
                     "embedded again by the next `usam embed`."
                 ) from None
             for row, sample_id in enumerate(ids):
-                index.setdefault(sample_id, (shard, row))
+                index[sample_id] = (shard, row)  # shards are read in write order: newest wins
+                if sample_id in files:
+                    self._files[sample_id] = (int(files[sample_id][0]), int(files[sample_id][1]))
+                else:
+                    self._files.pop(sample_id, None)
         return index
 
     def _locate(self, sample_id: str) -> tuple[Path, int]:
@@ -280,6 +329,7 @@ class EmbeddingStore:
         """Reads only the given rows (safetensors slices are memory-mapped)."""
         from safetensors import safe_open
 
+        legacy = not self._verify(shard)
         per_image = self.spec.num_points * self.spec.masks_per_point
         out = []
         with safe_open(str(shard), framework="np") as f:
@@ -291,9 +341,44 @@ class EmbeddingStore:
                 starts = offsets - offsets[0]
                 rles = tuple(blob[a:b] for a, b in itertools.pairwise(starts))
                 height, width = (int(v) for v in slices["image_sizes"][row : row + 1][0])
+                if legacy:  # no checksum: make sure no run length can make pycocotools loop
+                    for rle in rles:
+                        check_rle(rle, height, width, where=str(shard))
                 arrays = {name: np.array(slices[name][row : row + 1][0]) for name in _ARRAYS}
                 out.append(MaskProposals(**arrays, image_size=(height, width), mask_rles=rles))
         return out
+
+    def _verify(self, shard: Path) -> bool:
+        """Checks a shard's arrays against their recorded SHA-256 (once per shard and store).
+
+        Returns:
+            True when verified; False for a shard written before checksums were recorded.
+
+        Raises:
+            StoreError: a damaged shard, named with what to do.
+        """
+        from safetensors import safe_open
+
+        if shard in self._verified:
+            return True
+        try:
+            with safe_open(str(shard), framework="np") as f:
+                header = f.metadata() or {}
+                if "sha256" not in header:
+                    return False
+                expected = json.loads(header["sha256"])
+                names = f.keys()  # a safetensors file, not a dict: it is not iterable
+                bad = [n for n in names if _digest(f.get_tensor(n)) != expected.get(n)]
+        except Exception as e:  # damaged beyond its header: unreadable arrays
+            bad = [f"({type(e).__name__}: {e})"]
+        if bad:
+            raise StoreError(
+                f"shard {shard} of the EmbeddingStore at {self.path} is damaged (array(s) "
+                f"{', '.join(bad)} do not match their checksum). Delete that file, then run "
+                f"`usam embed --store {self.path}` on the dataset to embed its samples again"
+            )
+        self._verified.add(shard)
+        return True
 
     def _check(self, sample_id: str, proposals: MaskProposals) -> None:
         shape = (self.spec.num_points, self.spec.embedding_dim)
@@ -325,3 +410,35 @@ def _mismatch_message(path: Path, found: StoreSpec, wanted: StoreSpec) -> str:
         f"the EmbeddingStore at {path} was built with another spec ({diffs}). Use a different "
         "--store directory for these settings, or delete this one to rebuild it."
     )
+
+
+def spec_at(path: str | Path) -> StoreSpec | None:
+    """The spec of the EmbeddingStore at ``path``, or None where a new store can go (nothing
+    there, or an empty directory): what `EmbeddingStore.create` finds there. Reads only
+    ``spec.json`` (no shards), so the App's forms can check a store as they are filled in.
+
+    Raises:
+        StoreError: ``path`` is a file or a non-empty directory that is not a store, or its
+            ``spec.json`` is not a valid spec.
+    """
+    folder = Path(path).expanduser()
+    if (folder / "spec.json").exists():
+        return EmbeddingStore.open(folder).spec
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise StoreError(
+            f"{folder} exists and is not an EmbeddingStore: choose an empty or new directory"
+        )
+    return None
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _file_identity(path: str | Path) -> tuple[int, int] | None:
+    """``(size in bytes, modification time in ns)`` of a file, or None when it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns

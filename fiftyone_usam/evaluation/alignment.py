@@ -4,24 +4,24 @@ A head's semantic field numbers its classes in the head's order; a benchmark's g
 its own (VOC's 1..20, COCO's 80). Evaluation matches classes by name (case, spaces, ``_`` and
 ``-`` ignored, so "potted plant" is "pottedplant"), with id 0 = background on both sides, and
 counts every pixel in one aligned space: background, the predicted classes in the prediction's
-order, then ground-truth classes the prediction does not know.
+order, then ground-truth classes the prediction does not know. Pure: arrays and class maps in
+and out; reading FiftyOne labels is `fiftyone_usam.fiftyone_io.evaluation`'s.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 
+from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.evaluation.metrics import IGNORE_INDEX
-from fiftyone_usam.fiftyone_io.labels import BACKGROUND
+from fiftyone_usam.ontology import BACKGROUND, Ontology, load_ontology
 
-if TYPE_CHECKING:
-    import fiftyone as fo
-
+# the name of class id 0, as in the heads' and the importers' mask_targets
 FOREGROUND = "foreground"
 _UNKNOWN = -1
 
@@ -128,43 +128,77 @@ def class_space(
     )
 
 
-def semantic_from_detections(
-    detections: fo.Detections | None,
-    frame_size: tuple[int, int],
-    class_ids: Mapping[str, int],
-    crowd_attribute: str = "iscrowd",
+def paint_instances(
+    masks: Sequence[np.ndarray],
+    values: Sequence[int],
+    crowd: Sequence[bool],
+    shape: tuple[int, int],
 ) -> np.ndarray:
-    """Renders instance masks into a semantic map.
+    """Paints instance masks into a semantic map.
 
-    Larger instances (by mask area) are painted first, so a smaller one lying on a larger one
-    stays visible, as in the COCO importer's semantic maps;
-    crowd regions (``crowd_attribute`` truthy, as in COCO) become ``IGNORE_INDEX`` wherever no
-    instance covers them. Detections without a mask fill their box.
+    Crowd regions become ``IGNORE_INDEX`` first; then the other instances are painted from the
+    largest (by mask area) to the smallest, so where instances overlap the smaller one (usually
+    in front) stays visible, and any instance wins over a crowd region.
 
     Args:
-        detections: the instances (None: an empty image).
-        frame_size: ``(width, height)`` of the image.
-        class_ids: label name -> id; labels not in it are ignored (``IGNORE_INDEX``).
+        masks: `(H, W)` bool masks, one per instance.
+        values: each instance's value in the map (ignored for crowds).
+        crowd: whether each instance is a crowd region (as COCO's ``iscrowd``).
+        shape: ``(H, W)`` of the map.
 
     Returns:
         `(H, W)` uint8 map, 0 = background.
     """
-    width, height = frame_size
-    out = np.zeros((height, width), dtype=np.uint8)
-    if detections is None:
-        return out
-    by_key = {normalise_name(k): v for k, v in class_ids.items()}
-    dets = list(detections.detections)
-    is_crowd = [bool(d.has_field(crowd_attribute) and d.get_field(crowd_attribute)) for d in dets]
-    crowds = [d for d, crowd in zip(dets, is_crowd, strict=True) if crowd]
-    objects = [d for d, crowd in zip(dets, is_crowd, strict=True) if not crowd]
-    for det in crowds:
-        region = det.to_segmentation(frame_size=frame_size, target=1).mask > 0
-        out[region] = IGNORE_INDEX
-    regions = [det.to_segmentation(frame_size=frame_size, target=1).mask > 0 for det in objects]
-    for i in sorted(range(len(objects)), key=lambda i: -int(regions[i].sum())):
-        out[regions[i]] = by_key.get(normalise_name(objects[i].label or ""), IGNORE_INDEX)
+    out = np.zeros(shape, dtype=np.uint8)
+    things = []
+    for mask, value, is_crowd in zip(masks, values, crowd, strict=True):
+        if is_crowd:
+            out[mask] = IGNORE_INDEX
+        else:
+            things.append((int(mask.sum()), value, mask))
+    for _, value, mask in sorted(things, key=lambda thing: -thing[0]):
+        out[mask] = value
     return out
+
+
+def superclass_of(groups: str | Path | Ontology) -> dict[str, str]:
+    """Class name -> superclass name, from an ontology with superclasses."""
+    ontology = load_ontology(groups)
+    rename = {spec.name: spec.superclass for spec in ontology.classes if spec.superclass}
+    if not rename:
+        raise ConfigError(
+            "groups: the ontology gives no superclasses (add `superclass:` to its classes)"
+        )
+    return {k: v for k, v in rename.items() if v is not None}
+
+
+def relabelling(
+    gt_targets: Mapping[int, str], pred_targets: Mapping[int, str], superclass: Mapping[str, str]
+) -> dict[str, str]:
+    """Ground-truth label -> the label it is scored as: its superclass if grouped, spelled as
+    the prediction spells it (mAP compares label strings; "pottedplant" is "potted plant")."""
+    group = {normalise_name(k): v for k, v in superclass.items()}
+    spelling = {normalise_name(v): v for k, v in pred_targets.items() if k != 0}
+    rename = {}
+    for value, name in gt_targets.items():
+        if value == 0:
+            continue
+        grouped = group.get(normalise_name(name), name)
+        scored = spelling.get(normalise_name(grouped), grouped)
+        if scored != name:
+            rename[name] = scored
+    return rename
+
+
+def renamer(rename: Mapping[str, str]) -> Callable[[str], str]:
+    """A function giving each label its new name in ``rename`` (names compared normalised)."""
+    by_key = {normalise_name(k): v for k, v in rename.items()}
+    return lambda name: by_key.get(normalise_name(name), name)
+
+
+def is_class_agnostic(pred_targets: Mapping[int, str]) -> bool:
+    """Whether a prediction's only class is ``foreground`` (as the Otsu baseline's)."""
+    return [v for k, v in pred_targets.items() if k != 0] == [FOREGROUND]
 
 
 def _merged_targets(pred: dict[int, str], gt: dict[int, str]) -> dict[int, str] | None:

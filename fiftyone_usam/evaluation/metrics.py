@@ -21,11 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from fiftyone_usam.errors import ConfigError
 
 IGNORE_INDEX = 255
+# pixels within which a predicted and a true boundary pixel match, for boundary F
+DEFAULT_BOUNDARY_TOLERANCE = 2.0
 
 
 def confusion_matrix(
@@ -131,7 +132,7 @@ def boundary_counts(
     gt: np.ndarray,
     pred: np.ndarray,
     num_classes: int,
-    tolerance: float = 2.0,
+    tolerance: float = DEFAULT_BOUNDARY_TOLERANCE,
     ignore_index: int | None = IGNORE_INDEX,
 ) -> np.ndarray:
     """Per-class boundary-pixel counts of one image; add several images' counts to accumulate.
@@ -199,6 +200,8 @@ def boundary_score(counts: np.ndarray) -> BoundaryScore:
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
     """Pixels of ``mask`` with a 4-neighbour outside it; the image edge counts as inside."""
+    from scipy import ndimage
+
     if not mask.any():
         return mask
     inner = ndimage.binary_erosion(
@@ -209,6 +212,8 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
 
 def _fill_ignored(gt: np.ndarray, ignored: np.ndarray) -> np.ndarray:
     """``gt`` with each ignored pixel set to its nearest labelled pixel's value."""
+    from scipy import ndimage
+
     if not ignored.any():
         return gt
     if ignored.all():
@@ -230,6 +235,8 @@ def _window(a: np.ndarray, b: np.ndarray, margin: int) -> tuple[slice, slice]:
 
 def _near(edge: np.ndarray, tolerance: float) -> np.ndarray:
     """Pixels within ``tolerance`` (Euclidean) of any pixel of ``edge``."""
+    from scipy import ndimage
+
     if not edge.any():
         return np.zeros_like(edge)
     return ndimage.distance_transform_edt(~edge) <= tolerance

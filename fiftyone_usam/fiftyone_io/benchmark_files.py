@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fiftyone_usam.errors import ConfigError
+from fiftyone_usam.evaluation.alignment import paint_instances
+from fiftyone_usam.evaluation.metrics import IGNORE_INDEX
+from fiftyone_usam.fiftyone_io.benchmarks import INSTANCES_FIELD, SEMANTIC_FIELD
 from fiftyone_usam.ontology import ClassSpec, Ontology
 
 if TYPE_CHECKING:
     import fiftyone as fo
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 _SHOWN = 5
 
 
@@ -131,7 +134,7 @@ def voc_sample(
     if instances:
         objects = read_index_png(folder / "SegmentationObject" / f"{image_id}.png")
         _check_size(objects, (height, width), f"SegmentationObject/{image_id}.png", image)
-        fields["ground_truth_instances"] = fo.Detections(
+        fields[INSTANCES_FIELD] = fo.Detections(
             detections=voc_instances(semantic, objects, classes)
         )
     return fo.Sample(
@@ -139,7 +142,7 @@ def voc_sample(
         tags=[split],
         voc_id=image_id,
         metadata=fo.ImageMetadata(width=width, height=height),
-        ground_truth=segmentation_file(semantic, masks_dir / f"{image_id}.png"),
+        **{SEMANTIC_FIELD: segmentation_file(semantic, masks_dir / f"{image_id}.png")},
         **fields,
     )
 
@@ -223,8 +226,10 @@ def coco_sample(
         filepath=str((images_dir / image["file_name"]).resolve()),
         coco_id=int(image["id"]),
         metadata=fo.ImageMetadata(width=width, height=height),
-        ground_truth=segmentation_file(semantic, masks_dir / f"{image['id']}.png"),
-        ground_truth_instances=fo.Detections(detections=[d for d in detections if d is not None]),
+        **{
+            SEMANTIC_FIELD: segmentation_file(semantic, masks_dir / f"{image['id']}.png"),
+            INSTANCES_FIELD: fo.Detections(detections=[d for d in detections if d is not None]),
+        },
     )
 
 
@@ -235,21 +240,16 @@ def coco_semantic(
 
     Crowd regions are painted `IGNORE` first; then the other instances from the largest to the
     smallest, so where instances overlap the smaller one (usually in front) wins, and any
-    instance wins over a crowd region.
+    instance wins over a crowd region (see `paint_instances`).
     """
-    semantic = np.zeros(size, dtype=np.uint8)
-    things = []
-    for obj in objects:
-        mask = full_mask(obj.segmentation, size)
-        if mask is None:
-            continue
-        if obj.iscrowd:
-            semantic[mask] = IGNORE
-        else:
-            things.append((int(mask.sum()), semantic_ids[obj.category_id], mask))
-    for _, value, mask in sorted(things, key=lambda thing: -thing[0]):
-        semantic[mask] = value
-    return semantic
+    masks = [(obj, full_mask(obj.segmentation, size)) for obj in objects]
+    drawn = [(obj, mask) for obj, mask in masks if mask is not None]
+    return paint_instances(
+        [mask for _, mask in drawn],
+        [0 if obj.iscrowd else semantic_ids[obj.category_id] for obj, _ in drawn],
+        [bool(obj.iscrowd) for obj, _ in drawn],
+        size,
+    )
 
 
 def full_mask(segmentation: Any, size: tuple[int, int]) -> np.ndarray | None:

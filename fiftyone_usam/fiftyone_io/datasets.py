@@ -137,7 +137,7 @@ def locate_store(
         opened = EmbeddingStore.open(path)
         if isinstance(spec, StoreSpec) and opened.spec != spec:
             continue
-        if ids <= opened.sample_ids():
+        if not complete or ids <= opened.sample_ids():
             return path
     if default and isinstance(spec, StoreSpec):
         path = default_store_path(view.dataset_name, spec)
@@ -157,3 +157,12 @@ def _matches(recorded: Mapping[str, Any], spec: StoreSpec | Mapping[str, Any] | 
     if spec is None or isinstance(spec, StoreSpec):
         return True  # a StoreSpec is compared with the store's own spec.json
     return all(recorded.get(name) == value for name, value in spec.items())
+
+
+HEADS_KEY = "usam_heads"
+
+
+def recorded_heads(dataset: fo.Dataset | fo.DatasetView) -> list[dict[str, Any]]:
+    """The heads `train_head` recorded on a dataset, newest last (``path``, ``stages``,
+    ``classes``, ``label_field``, ``updated_at``)."""
+    return list(root_dataset(dataset).info.get(HEADS_KEY, []))

@@ -9,12 +9,10 @@ import numpy as np
 
 from fiftyone_usam.inference.postprocess import Instances, boxes_xywh
 from fiftyone_usam.masks import decode_rles
+from fiftyone_usam.ontology import BACKGROUND
 
 if TYPE_CHECKING:
     import fiftyone as fo
-
-
-BACKGROUND = "background"
 
 
 def mask_targets(classes: Sequence[str]) -> dict[int, str]:

@@ -192,5 +192,4 @@ def _check_reusable(dataset: fo.Dataset) -> None:
 
 
 def _root(collection: fo.Dataset | fo.DatasetView) -> fo.Dataset:
-
     return root_dataset(collection)

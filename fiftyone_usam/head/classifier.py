@@ -20,13 +20,13 @@ from fiftyone_usam.errors import ConfigError, StoreError
 from fiftyone_usam.head.config import DEFAULT_THRESHOLD_MARGIN, TrainConfig, default_threshold
 from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS as COMPATIBILITY_FIELDS
 from fiftyone_usam.head.model import MaskClassifier
+from fiftyone_usam.ontology import BACKGROUND
 
 if TYPE_CHECKING:
     from fiftyone_usam.embeddings.store import StoreSpec
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
-BACKGROUND = "background"
 BACKGROUND_CONVENTION = "threshold"
 _CHUNK = 65536  # masks per forward pass in predict_proba
 

@@ -57,7 +57,7 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def read_metadata(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint directory ``path`` names and its ``head.json``, checked (no torch, no weights).
+    """The checkpoint directory ``path`` names and its ``head.json``, checked (no torch).
 
     The one reader of ``head.json``: `load_head` and the App's forms both use it, so a form never
     accepts a head that loading would refuse.

@@ -1,8 +1,9 @@
 """What the head trains on: each image's class and its bag of mask embeddings.
 
-`load_training_set` reads them from a FiftyOne view (a `fo.Classification` field) and an
-EmbeddingStore, refusing what cannot train a head (no labels, one class, labels outside the
-ontology, NaN/inf embeddings) and skipping, with a warning, samples the store lacks.
+`build_training_set` takes each image's class name and an EmbeddingStore (the FiftyOne side,
+`fiftyone_io.training_set.load_training_set`, reads the names from a view), refusing what
+cannot train a head (no labels, one class, labels outside the ontology, NaN/inf embeddings)
+and skipping, with a warning, samples the store lacks.
 `check_training_arrays` applies the same checks to in-memory arrays.
 """
 
@@ -13,17 +14,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from fiftyone_usam.errors import DatasetNotFoundError, StoreError, USAMError
-
-if TYPE_CHECKING:
-    import fiftyone as fo
-
-    from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
-    from fiftyone_usam.ontology import Ontology
+from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
+from fiftyone_usam.errors import StoreError, USAMError
+from fiftyone_usam.ontology import Ontology
 
 logger = logging.getLogger(__name__)
 
@@ -57,48 +54,47 @@ class TrainingSet:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def load_training_set(
-    view: fo.Dataset | fo.DatasetView,
+def build_training_set(
+    labelled: Sequence[tuple[str, str | None]],
+    store: EmbeddingStore,
     *,
     label_field: str,
-    store: EmbeddingStore,
     ontology: Ontology | None = None,
     superclasses: bool = False,
+    source: str = "the dataset",
 ) -> TrainingSet:
-    """Reads the labels of ``view`` and their embeddings from ``store``.
+    """A training set from ``(sample_id, class name or None)`` pairs and their embeddings.
 
     Args:
-        view: the training images.
-        label_field: a `fo.Classification` field with each image's class.
-        store: an EmbeddingStore holding the view's samples.
+        labelled: each image's id and class name (None: no label; such images are skipped).
+        store: an EmbeddingStore holding the images.
+        label_field: where the labels came from, for messages.
         ontology: the classes, in output order; default: the distinct labels, sorted.
         superclasses: train on the ontology's superclasses: each label becomes its class's
             superclass (a class without one stays itself).
+        source: the images' collection, for messages (e.g. the dataset's name).
 
     Raises:
-        DatasetNotFoundError: the field is missing or not a `fo.Classification` field.
         TrainingDataError: no labels, fewer than two classes, labels outside the ontology.
         StoreError: none of the samples is in the store, or an embedding is NaN/inf.
     """
-    _check_field(view, label_field)
-    ids, names = view.values(["id", f"{label_field}.label"])
-    skipped = {i: f"no {label_field} label" for i, n in zip(ids, names, strict=True) if not n}
+    skipped = {i: f"no {label_field} label" for i, n in labelled if not n}
     if skipped:
-        _warn("have no label", skipped, view)
-    labelled = [(i, n) for i, n in zip(ids, names, strict=True) if n]
-    classes = _classes([n for _, n in labelled], label_field, ontology)
+        _warn("have no label", skipped, source)
+    named = [(i, n) for i, n in labelled if n]
+    classes = _classes([n for _, n in named], label_field, ontology)
     if superclasses:
-        labelled, classes = _to_superclasses(labelled, ontology)
-    missing = {i: "not in the EmbeddingStore" for i, _ in labelled if i not in store}
+        named, classes = _to_superclasses(named, ontology)
+    missing = {i: "not in the EmbeddingStore" for i, _ in named if i not in store}
     if missing:
-        _warn(f"are not in the EmbeddingStore at {store.path}", missing, view)
-        if len(missing) == len(labelled):
+        _warn(f"are not in the EmbeddingStore at {store.path}", missing, source)
+        if len(missing) == len(named):
             raise StoreError(
-                f"none of the {len(labelled)} labelled samples is in the EmbeddingStore at "
+                f"none of the {len(named)} labelled samples is in the EmbeddingStore at "
                 f"{store.path}: embed this dataset into it first (`usam embed --store "
                 f"{store.path}`), or pass the store it was embedded into"
             )
-    kept = [(i, n) for i, n in labelled if i not in missing]
+    kept = [(i, n) for i, n in named if i not in missing]
     sample_ids = tuple(i for i, _ in kept)
     embeddings = store.load_embeddings(sample_ids)
     _check_finite(embeddings, sample_ids, f"the EmbeddingStore at {store.path}", StoreError)
@@ -147,22 +143,6 @@ def check_training_arrays(
     labels = labels.astype(np.int64)
     _check_classes_present(labels, tuple(classes))
     return labels
-
-
-def _check_field(view: fo.Dataset | fo.DatasetView, label_field: str) -> None:
-    import fiftyone as fo
-
-    schema = view.get_field_schema(embedded_doc_type=fo.Classification)
-    if label_field in schema:
-        return
-    known = ", ".join(sorted(schema)) or "none"
-    exists = label_field in view.get_field_schema()
-    raise DatasetNotFoundError(
-        f"field {label_field!r} of dataset {_name(view)!r} "
-        + ("is not a fo.Classification field" if exists else "does not exist")
-        + f": the training labels must be one fo.Classification per image (fo.Classification "
-        f"fields here: {known}); pass it as label_field / --label-field"
-    )
 
 
 def _classes(names: list[str], label_field: str, ontology: Ontology | None) -> tuple[str, ...]:
@@ -230,19 +210,10 @@ def _check_finite(
         )
 
 
-def _warn(what: str, skipped: dict[str, str], view: fo.Dataset | fo.DatasetView) -> None:
+def _warn(what: str, skipped: dict[str, str], source: str) -> None:
     logger.warning(
-        "skipping %d sample(s) of %r that %s: %s",
-        len(skipped),
-        _name(view),
-        what,
-        _ids(list(skipped)),
+        "skipping %d sample(s) of %r that %s: %s", len(skipped), source, what, _ids(list(skipped))
     )
-
-
-def _name(view: fo.Dataset | fo.DatasetView) -> str:
-    """The dataset's name, for a dataset or a view."""
-    return str(getattr(view, "dataset_name", None) or view.name)
 
 
 def _ids(ids: Sequence[str]) -> str:

@@ -125,7 +125,6 @@ def load_clip(
 
 
 def _check_source(model: str | Path) -> str:
-
     return model_source(
         model,
         marker="config.json",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from fiftyone_usam.inference.predictor import (
     image_uncertainty,
 )
 from fiftyone_usam.masks import Rle, decode_rles, encode_masks, rle_areas
+
+Method = Literal["sam-clip", "otsu"]
+METHODS: tuple[str, ...] = ("sam-clip", "otsu")  # the baselines, as `usam baseline --method`
 
 if TYPE_CHECKING:
     from fiftyone_usam.embeddings.proposals import MaskProposals

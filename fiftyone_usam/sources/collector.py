@@ -1,48 +1,108 @@
-"""`Collector`: downloads a class's candidate URLs, checks them, and adds the good ones.
+"""`Collector`: downloads a class's candidate URLs, checks them, and hands on the good ones.
 
-Downloads and decoding run in worker threads; duplicate checks, file writes and dataset writes
-run in the calling thread, in candidate order, so a run's outcome does not depend on timing.
-Each chunk of candidates is added to the dataset before the next is fetched: an interrupted
-crawl keeps what it had kept.
+Downloads and decoding run in worker threads; duplicate checks, file writes and the hand-on
+(``add``: the crawl stage adds them to its dataset) run in the calling thread, in candidate
+order, so a run's outcome does not depend on timing. Each chunk of candidates is handed on
+before the next is fetched: an interrupted crawl keeps what it had kept.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fiftyone_usam.fiftyone_io.training_dataset import LABEL_FIELD
+from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.files import write_bytes_atomic
 from fiftyone_usam.progress import Progress
-from fiftyone_usam.sources.fetch import Fetcher
+from fiftyone_usam.sources.fetch import Fetcher, FetchPolicy
 from fiftyone_usam.sources.naming import slug
 from fiftyone_usam.sources.validation import (
     DOWNLOAD_FAILED,
     CheckedImage,
     DuplicateIndex,
+    ImageLimits,
     Rejected,
     check_image,
 )
 
-if TYPE_CHECKING:
-    import fiftyone as fo
-
-    from fiftyone_usam.stages.crawl import CrawlConfig
-
 logger = logging.getLogger(__name__)
 
-SOURCE = "crawled"
 _MAX_REJECTIONS_KEPT = 1000
-REJECTED_KEY = "usam_rejected_urls"  # in dataset.info: [[URL, reason], ...]
-_MAX_REJECTED_REMEMBERED = 20_000
 
 # (query or None, candidate URLs) batches for one class
 Candidates = Iterator[tuple[str | None, list[str]]]
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    """How a crawl finds and checks images (recorded with every run).
+
+    Attributes:
+        engine: ``bing``, ``google``, ``baidu``, ``flickr`` or ``urls``.
+        per_class: crawled images per class the dataset should hold.
+        min_size: shorter side, in pixels, of a kept image.
+        max_bytes: largest file kept.
+        near_duplicate_distance: perceptual-hash bits within which an image is a near-duplicate
+            of a kept one (-1: exact duplicates only).
+        timeout: seconds per request (see `fetch.FetchPolicy`).
+        retries: further attempts after a network failure or a 408/429/5xx answer.
+        delay: seconds between two requests to the same host.
+        workers: downloads in flight at once.
+        oversample: candidates asked of a search engine per image still needed.
+    """
+
+    engine: str = "bing"
+    per_class: int = 45
+    min_size: int = 128
+    max_bytes: int = 20_000_000
+    near_duplicate_distance: int = 6
+    timeout: float = 10.0
+    retries: int = 2
+    delay: float = 1.0
+    workers: int = 4
+    oversample: float = 2.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "per_class": self.per_class >= 0,
+            "min_size": self.min_size >= 1,
+            "max_bytes": self.max_bytes >= 1,
+            "timeout": self.timeout > 0,
+            "retries": self.retries >= 0,
+            "delay": self.delay >= 0,
+            "workers": self.workers >= 1,
+            "oversample": self.oversample >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ConfigError(f"invalid crawl setting(s): {values}")
+
+    @property
+    def limits(self) -> ImageLimits:
+        """The image checks."""
+        return ImageLimits(self.min_size, self.max_bytes, 50_000_000, self.near_duplicate_distance)
+
+    @property
+    def policy(self) -> FetchPolicy:
+        """The download behaviour."""
+        return FetchPolicy(self.timeout, self.retries, self.delay, self.max_bytes)
+
+
+@dataclass(frozen=True)
+class KeptImage:
+    """A downloaded image that passed every check, written to ``path``."""
+
+    path: Path
+    label: str
+    url: str
+    query: str | None
+    image: CheckedImage
+    engine: str
 
 
 @dataclass(frozen=True)
@@ -110,17 +170,18 @@ class CrawlReport:
 
 @dataclass
 class Collector:
-    """A crawl in progress: the dataset, what it already holds, and the tools to add to it.
+    """A crawl in progress: what is already held, and the tools to add to it.
 
     Attributes:
-        known_urls: URLs in the dataset, rejected by an earlier run (for a reason other than a
+        add: receives each chunk of kept images (the stage adds them to its dataset).
+        known_urls: URLs already held, rejected by an earlier run (for a reason other than a
             failed download), or tried by this run: never fetched again.
         duplicates: the kept images' hashes.
-        counts: class -> crawled images in the dataset.
+        counts: class -> crawled images held.
         rejected_urls: URL -> reason, for this run's rejections other than failed downloads.
     """
 
-    dataset: fo.Dataset
+    add: Callable[[list[KeptImage]], None]
     config: CrawlConfig
     folder: Path
     fetcher: Fetcher
@@ -131,23 +192,30 @@ class Collector:
     rejected_urls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, dataset: fo.Dataset, config: CrawlConfig, folder: Path) -> Collector:
-        """Reads the crawled images the dataset holds (URLs, hashes, classes)."""
-        from fiftyone import ViewField as F
-
-        view = dataset.match(F("source") == SOURCE)
-        labels, urls, shas, phashes = view.values(
-            [f"{LABEL_FIELD}.label", "source_url", "sha256", "phash"]
-        )
+    def start(
+        cls,
+        add: Callable[[list[KeptImage]], None],
+        config: CrawlConfig,
+        folder: Path,
+        *,
+        dataset_name: str,
+        held: Iterable[tuple[str | None, str | None, str | None, str | None]],
+        rejected_before: Iterable[str],
+    ) -> Collector:
+        """A collector that knows what is held: ``(label, url, sha256, phash hex)`` per image."""
         duplicates = DuplicateIndex(config.near_duplicate_distance)
-        for sha, phash in zip(shas, phashes, strict=True):
+        labels: list[str] = []
+        known = set(rejected_before)
+        for label, url, sha, phash in held:
             if sha and phash:
                 duplicates.add(sha, int(phash, 16))
-        report = CrawlReport(dataset.name, folder, config.engine)
-        rejected_before = {url for url, _ in dataset.info.get(REJECTED_KEY, [])}
-        known = {u for u in urls if u} | rejected_before
+            if url:
+                known.add(url)
+            if label:
+                labels.append(label)
+        report = CrawlReport(dataset_name, folder, config.engine)
         fetcher = Fetcher(config.policy)
-        return cls(dataset, config, folder, fetcher, report, known, duplicates, Counter(labels))
+        return cls(add, config, folder, fetcher, report, known, duplicates, Counter(labels))
 
     def crawl_class(self, name: str, candidates: Candidates, need: int, bar: Progress) -> int:
         """Downloads candidates for one class until ``need`` are kept; returns how many were."""
@@ -169,7 +237,7 @@ class Collector:
                         if (sample := self._keep(name, url, query, result)) is not None
                     ]
                     if samples:
-                        self.dataset.add_samples(samples, progress=False)
+                        self.add(samples)
                     kept += len(samples)
                     self.report.kept += len(samples)
                     self.counts[name] += len(samples)
@@ -177,18 +245,6 @@ class Collector:
                 if kept >= need:
                     break
         return kept
-
-    def remember_rejections(self) -> None:
-        """Stores this run's rejected URLs in ``dataset.info``, so later runs skip them.
-
-        Failed downloads are not stored: a server that was down may answer next time.
-        """
-        if not self.rejected_urls:
-            return
-        # a list of pairs, not a dict: URLs are not safe MongoDB keys
-        remembered = [*self.dataset.info.get(REJECTED_KEY, []), *self.rejected_urls.items()]
-        self.dataset.info[REJECTED_KEY] = [list(p) for p in remembered][-_MAX_REJECTED_REMEMBERED:]
-        self.dataset.save()
 
     def _download(self, url: str) -> CheckedImage | Rejected:
         """Fetches and checks one candidate (in a worker thread)."""
@@ -202,8 +258,8 @@ class Collector:
 
     def _keep(
         self, name: str, url: str, query: str | None, result: CheckedImage | Rejected
-    ) -> fo.Sample | None:
-        """Checks a downloaded image against those kept; writes it and returns its sample if new."""
+    ) -> KeptImage | None:
+        """Checks a downloaded image against those kept; writes it and returns it if new."""
         self.report.requested += 1
         if isinstance(result, Rejected):
             if result.reason != DOWNLOAD_FAILED:
@@ -219,7 +275,7 @@ class Collector:
         self.duplicates.add(result.sha256, result.phash)
         path = self.folder / slug(name) / f"{result.sha256[:24]}.{result.extension}"
         write_bytes_atomic(path, result.data)
-        return _sample(path, name, url, query, result, self.config.engine)
+        return KeptImage(path, name, url, query, result, self.config.engine)
 
     def _reject(self, name: str, url: str, error: Rejected) -> None:
         self.report.rejected[error.reason] += 1
@@ -228,27 +284,3 @@ class Collector:
         if error.reason != DOWNLOAD_FAILED:
             self.rejected_urls[url] = error.reason
         logger.info("rejected %s (%s): %s", url, name, error)
-
-
-def _sample(
-    path: Path, name: str, url: str, query: str | None, image: CheckedImage, engine: str
-) -> fo.Sample:
-    import fiftyone as fo
-
-    return fo.Sample(
-        filepath=str(path),
-        metadata=fo.ImageMetadata(
-            width=image.width,
-            height=image.height,
-            num_channels=image.num_channels,
-            mime_type=image.mime_type,
-            size_bytes=len(image.data),
-        ),
-        **{LABEL_FIELD: fo.Classification(label=name)},
-        source=SOURCE,
-        source_url=url,
-        query=query,
-        engine=engine,
-        sha256=image.sha256,
-        phash=f"{image.phash:016x}",
-    )

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.config import config_to_dict
 from fiftyone_usam.errors import ConfigError
@@ -21,7 +21,13 @@ from fiftyone_usam.fiftyone_io.datasets import resolve_view
 from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
 from fiftyone_usam.fiftyone_io.writer import output_fields
 from fiftyone_usam.inference.clip_backend import DEFAULT_CLIP_MODEL, load_clip
-from fiftyone_usam.inference.labelers import SAM_CLIP_THRESHOLD, OtsuLabeler, SamClipLabeler
+from fiftyone_usam.inference.labelers import (
+    METHODS,
+    SAM_CLIP_THRESHOLD,
+    Method,
+    OtsuLabeler,
+    SamClipLabeler,
+)
 from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, Granularity, PredictorConfig
 from fiftyone_usam.ontology import Ontology, load_ontology
 from fiftyone_usam.progress import ProgressCallback
@@ -33,9 +39,6 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-Method = Literal["sam-clip", "otsu"]
-METHODS: tuple[str, ...] = ("sam-clip", "otsu")
 
 
 @dataclass

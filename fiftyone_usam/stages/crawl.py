@@ -20,11 +20,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.errors import ConfigError
+from fiftyone_usam.fiftyone_io.crawled import (
+    add_crawled,
+    held_images,
+    rejected_urls,
+    remember_rejections,
+)
 from fiftyone_usam.fiftyone_io.training_dataset import (
     declare_fields,
     default_images_dir,
@@ -34,10 +40,14 @@ from fiftyone_usam.fiftyone_io.training_dataset import (
 )
 from fiftyone_usam.files import remove_stale_temp_files
 from fiftyone_usam.progress import Progress, ProgressCallback
-from fiftyone_usam.sources.collector import Candidates, Collector, CrawlReport, Rejection
+from fiftyone_usam.sources.collector import (
+    Candidates,
+    Collector,
+    CrawlConfig,
+    CrawlReport,
+    Rejection,
+)
 from fiftyone_usam.sources.engines import engine_options, read_urls_file, search
-from fiftyone_usam.sources.fetch import FetchPolicy
-from fiftyone_usam.sources.validation import ImageLimits
 
 if TYPE_CHECKING:
     from fiftyone_usam.ontology import Ontology
@@ -54,62 +64,6 @@ FIELDS: dict[str, type] = {
     "sha256": str,
     "phash": str,
 }
-
-
-@dataclass(frozen=True)
-class CrawlConfig:
-    """How a crawl finds and checks images (recorded with every run).
-
-    Attributes:
-        engine: ``bing``, ``google``, ``baidu``, ``flickr`` or ``urls``.
-        per_class: crawled images per class the dataset should hold.
-        min_size: shorter side, in pixels, of a kept image.
-        max_bytes: largest file kept.
-        near_duplicate_distance: perceptual-hash bits within which an image is a near-duplicate
-            of a kept one (-1: exact duplicates only).
-        timeout: seconds per request (see `fetch.FetchPolicy`).
-        retries: further attempts after a network failure or a 408/429/5xx answer.
-        delay: seconds between two requests to the same host.
-        workers: downloads in flight at once.
-        oversample: candidates asked of a search engine per image still needed.
-    """
-
-    engine: str = "bing"
-    per_class: int = 45
-    min_size: int = 128
-    max_bytes: int = 20_000_000
-    near_duplicate_distance: int = 6
-    timeout: float = 10.0
-    retries: int = 2
-    delay: float = 1.0
-    workers: int = 4
-    oversample: float = 2.0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "per_class": self.per_class >= 0,
-            "min_size": self.min_size >= 1,
-            "max_bytes": self.max_bytes >= 1,
-            "timeout": self.timeout > 0,
-            "retries": self.retries >= 0,
-            "delay": self.delay >= 0,
-            "workers": self.workers >= 1,
-            "oversample": self.oversample >= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ConfigError(f"invalid crawl setting(s): {values}")
-
-    @property
-    def limits(self) -> ImageLimits:
-        """The image checks."""
-        return ImageLimits(self.min_size, self.max_bytes, 50_000_000, self.near_duplicate_distance)
-
-    @property
-    def policy(self) -> FetchPolicy:
-        """The download behaviour."""
-        return FetchPolicy(self.timeout, self.retries, self.delay, self.max_bytes)
 
 
 def crawl(
@@ -182,7 +136,14 @@ def crawl(
     declare_fields(target, FIELDS)
     folder = Path(images_dir).expanduser() if images_dir else default_images_dir(dataset)
     remove_stale_temp_files(folder)
-    run = Collector.start(target, config, folder)
+    run = Collector.start(
+        lambda kept: add_crawled(target, kept),
+        config,
+        folder,
+        dataset_name=target.name,
+        held=held_images(target),
+        rejected_before=rejected_urls(target),
+    )
     run.report.already_done = sum(run.counts.get(name, 0) for name in ontology.names)
     needs = {name: max(0, per_class - run.counts.get(name, 0)) for name in ontology.names}
     bar = Progress(progress, sum(needs.values()), "crawl")
@@ -194,7 +155,7 @@ def crawl(
                 bar.update(needs[name] - got)  # what could not be found still counts as done
     finally:
         run.fetcher.close()
-        run.remember_rejections()
+        remember_rejections(target, run.rejected_urls)
         bar.close()
     report = run.report
     report.per_class = {name: run.counts.get(name, 0) for name in ontology.names}

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from fiftyone_usam.config import load_config
 from fiftyone_usam.embeddings.store import EmbeddingStore
 from fiftyone_usam.errors import CheckpointError, StoreError
-from fiftyone_usam.fiftyone_io.datasets import find_store, record_entry, resolve_view
+from fiftyone_usam.fiftyone_io.datasets import HEADS_KEY, find_store, record_entry, resolve_view
 from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
+from fiftyone_usam.fiftyone_io.training_set import load_training_set
 from fiftyone_usam.head.checkpoint import load_head, save_head
+from fiftyone_usam.head.config import Stage, TrainConfig, with_overrides
 from fiftyone_usam.head.model import HeadConfig
-from fiftyone_usam.head.train import TrainConfig, fit_head, with_overrides
-from fiftyone_usam.head.training_set import load_training_set
+from fiftyone_usam.head.train import fit_head
 from fiftyone_usam.ontology import load_ontology
 from fiftyone_usam.progress import Progress, ProgressCallback
 
@@ -29,13 +30,10 @@ if TYPE_CHECKING:
 
     from fiftyone_usam.head.classifier import Head
     from fiftyone_usam.head.model import HeadConfig
-    from fiftyone_usam.head.train import Stage, TrainConfig
     from fiftyone_usam.head.training_set import TrainingSet
     from fiftyone_usam.ontology import Ontology
 
 logger = logging.getLogger(__name__)
-
-HEADS_KEY = "usam_heads"
 
 
 @dataclass
@@ -207,7 +205,6 @@ def _training_set(
     classes: str | Path | Sequence[str] | Ontology | None,
     superclasses: bool,
 ) -> TrainingSet:
-
     if store is None:
         store = find_store(view)
         if store is None:

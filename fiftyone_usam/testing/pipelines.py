@@ -9,6 +9,7 @@ The tokenizer is byte-level (every prompt still tokenises, into one token per ch
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 PipelineSize = Literal["tiny", "sd-v1"]
@@ -162,3 +163,12 @@ def _byte_chars() -> list[str]:
             table[b] = chr(256 + extra)
             extra += 1
     return [table[b] for b in range(256)]
+
+
+def save_random_pipeline(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random Stable Diffusion pipeline saved in ``folder`` (reused when it is there)."""
+    folder = Path(folder)
+    if (folder / "model_index.json").is_file():
+        return folder
+    build_random_pipeline("tiny", seed=seed).save_pretrained(folder)
+    return folder

@@ -11,15 +11,10 @@ from PIL import Image
 
 from fiftyone_usam.cli.benchmarks import import_coco_command, import_voc_command
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.fiftyone_io.benchmarks import (
-    VOC_CLASSES,
-    DatasetExistsError,
-    import_coco,
-    import_voc,
-    voc_ontology,
-)
+from fiftyone_usam.evaluation.benchmark_classes import VOC_CLASSES, voc_ontology
 from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
-from tests.conftest import scene
+from fiftyone_usam.stages.benchmarks import DatasetExistsError, import_coco, import_voc
+from fiftyone_usam.testing.scenes import scene
 
 CAT, DOG, PERSON = 8, 12, 15  # official VOC class ids
 

@@ -100,7 +100,7 @@ def test_per_class_stops_downloading_when_reached(
 
 
 def test_duplicates_are_found_across_runs_and_classes(image_server, training_datasets, tmp_path):
-    from tests.conftest import scene
+    from fiftyone_usam.testing.scenes import scene
     from tests.fixtures.http_images import encode
 
     image = encode(scene(72, 96, 7))
@@ -116,7 +116,7 @@ def test_duplicates_are_found_across_runs_and_classes(image_server, training_dat
 
 
 def test_retries_a_busy_server(image_server, training_datasets, tmp_path):
-    from tests.conftest import scene
+    from fiftyone_usam.testing.scenes import scene
     from tests.fixtures.http_images import encode
 
     url = image_server.add("/busy.jpg", encode(scene(72, 96, 8)), fail_first=1)

@@ -187,7 +187,7 @@ def test_embed_refuses_a_store_of_another_kind(
     assert form("embed", dataset, **ok, store=str(store)).errors == {}
     assert form("embed", dataset, **ok, store=str(tmp_path / "new")).errors == {}
     errors = form("embed", dataset, **{**ok, "points_per_side": 10}, store=str(store)).errors
-    assert "points_per_side 2, not 10" in errors["store"]
+    assert "points_per_side: store has 2, asked for 10" in errors["store"]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     errors = form("embed", dataset, **ok, store=str(tmp_path / "mine")).errors
@@ -300,6 +300,10 @@ def test_predict_checks_a_given_store_against_the_head(
     assert form("predict", dataset, head=head, store=str(store)).errors == {}
     fresh = form("predict", dataset, head=head, store=str(tmp_path / "new"))
     assert fresh.errors == {} and "No EmbeddingStore at" in fresh.shown["embeddings"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    errors = form("predict", dataset, head=head, store=str(tmp_path / "mine")).errors
+    assert "is not an EmbeddingStore" in errors["store"]
     other = write_store(tmp_path / "other", dataset.values("id"), _zeros(2, 9), spec=tiny_spec(3))
     errors = form("predict", dataset, head=head, store=str(other.path)).errors
     assert "points_per_side: head 2, store 3" in errors["store"]

@@ -8,10 +8,12 @@ from click.testing import CliRunner
 
 from fiftyone_usam.embeddings.store import EmbeddingStore
 from fiftyone_usam.errors import CheckpointError, DatasetNotFoundError, StoreError
+from fiftyone_usam.fiftyone_io.datasets import HEADS_KEY
+from fiftyone_usam.fiftyone_io.training_set import load_training_set
 from fiftyone_usam.head.checkpoint import load_head
-from fiftyone_usam.head.training_set import TrainingDataError, load_training_set
+from fiftyone_usam.head.training_set import TrainingDataError
 from fiftyone_usam.ontology import load_ontology
-from fiftyone_usam.stages.train import HEADS_KEY, train_head
+from fiftyone_usam.stages.train import train_head
 from tests.fixtures.head import label, write_store
 
 QUICK = {"epochs": 3, "seed": 0, "device": "cpu", "progress": False}

@@ -4,8 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from fiftyone_usam.fiftyone_io.benchmark_files import IGNORE, coco_semantic, full_mask
-from fiftyone_usam.fiftyone_io.benchmarks import (
+from fiftyone_usam.evaluation.benchmark_classes import (
     COCO_CLASSES,
     COCO_SUPERCATEGORIES,
     VOC_CLASSES,
@@ -14,6 +13,7 @@ from fiftyone_usam.fiftyone_io.benchmarks import (
     coco_ontology,
     voc_ontology,
 )
+from fiftyone_usam.fiftyone_io.benchmark_files import IGNORE, coco_semantic, full_mask
 
 
 def test_voc_classes_keep_the_official_ids():

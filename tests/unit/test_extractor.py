@@ -6,7 +6,7 @@ from segment_anything import SamPredictor
 from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
 from fiftyone_usam.embeddings.prompts import grid_points_for_image
 from fiftyone_usam.embeddings.sam_backend import load_sam
-from tests.conftest import scene
+from fiftyone_usam.testing.scenes import scene
 
 SIZES = [(48, 64), (80, 60), (37, 53)]
 
@@ -128,3 +128,17 @@ def test_grid_size_sets_d(tiny_sam, images):
 def test_non_rgb_input_is_refused_with_a_hint(tiny_sam, bad):
     with pytest.raises(ValueError, match=r"load_rgb"):
         MaskEmbeddingExtractor(load_sam(tiny_sam, device="cpu")).extract([bad])
+
+
+def test_points_go_through_the_decoder_in_chunks_with_the_same_results(tiny_sam, images, proposals):
+    chunked = MaskEmbeddingExtractor(
+        load_sam(tiny_sam, device="cpu"), points_per_side=10, batch_size=3, points_per_batch=7
+    ).extract(images)
+    for a, b in zip(proposals, chunked, strict=True):
+        np.testing.assert_allclose(
+            a.embeddings.astype(np.float32), b.embeddings.astype(np.float32), atol=1e-2
+        )
+        np.testing.assert_allclose(a.iou_predictions, b.iou_predictions, atol=1e-5)
+        np.testing.assert_allclose(a.stability_scores, b.stability_scores, atol=1e-3)
+        agree = np.mean([x == y for x, y in zip(a.mask_rles, b.mask_rles, strict=True)])
+        assert agree > 0.95  # a mask can flip at a logit of exactly the threshold, no more

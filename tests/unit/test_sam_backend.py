@@ -12,7 +12,7 @@ from fiftyone_usam.embeddings.sam_backend import (
 )
 from fiftyone_usam.embeddings.sam_checkpoints import file_sha256
 from fiftyone_usam.errors import CheckpointError
-from tests.conftest import TINY_CONFIG
+from fiftyone_usam.testing.sam import TINY_SAM_CONFIG as TINY_CONFIG
 
 
 def test_load_from_checkpoint_with_config_beside_it(tiny_checkpoint, tiny_sam):

@@ -47,7 +47,7 @@ def _variant(url, sha=PAYLOAD_SHA):
 def zoo_dir(tmp_path, monkeypatch):
     zoo = tmp_path / "zoo"
     zoo.mkdir()
-    monkeypatch.setattr(sam_checkpoints, "fiftyone_zoo_dir", lambda: zoo)
+    monkeypatch.setattr(sam_checkpoints, "model_zoo_dir", lambda: zoo)
     return zoo
 
 

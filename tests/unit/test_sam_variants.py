@@ -10,7 +10,7 @@ from fiftyone_usam.embeddings.sam_variants import (
     resolve_variant,
 )
 from fiftyone_usam.errors import ConfigError, UnknownVariantError
-from tests.conftest import TINY_CONFIG
+from fiftyone_usam.testing.sam import TINY_SAM_CONFIG as TINY_CONFIG
 
 
 @pytest.mark.parametrize("name", ["vit_b", "vit_l", "vit_h"])

@@ -15,7 +15,7 @@ from fiftyone_usam.sources.validation import (
     hamming,
     perceptual_hash,
 )
-from tests.conftest import scene
+from fiftyone_usam.testing.scenes import scene
 from tests.fixtures.http_images import photo
 
 LIMITS = ImageLimits(min_size=32, max_bytes=100_000)

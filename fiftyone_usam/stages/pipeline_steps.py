@@ -1,0 +1,247 @@
+"""The steps of `run` (``usam run``), each deciding whether its artifact is complete and fits
+the configuration (then it is skipped) before calling its stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fiftyone_usam.embeddings.extractor import spec_for
+from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
+from fiftyone_usam.embeddings.sam_checkpoints import file_sha256
+from fiftyone_usam.embeddings.sam_variants import resolve_variant
+from fiftyone_usam.evaluation.report import EvaluationReport
+from fiftyone_usam.fiftyone_io.datasets import locate_store, root_dataset
+from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
+from fiftyone_usam.fiftyone_io.writer import FieldExistsError, output_fields, recorded_run
+from fiftyone_usam.files import write_text_atomic
+from fiftyone_usam.ontology import Ontology
+from fiftyone_usam.stages.crawl import crawl
+from fiftyone_usam.stages.embed import embed
+from fiftyone_usam.stages.evaluate import evaluate
+from fiftyone_usam.stages.generate import DEFAULT_MODEL, generate
+from fiftyone_usam.stages.labelling import PredictReport
+from fiftyone_usam.stages.predict import predict
+from fiftyone_usam.stages.train import train_head
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+DEFAULT_PER_CLASS = {"synthetic": 200, "crawl": 45}
+
+
+class SamCache:
+    """Loads SAM once, and only when a stage has images to embed."""
+
+    def __init__(self, sam: str | None, checkpoint: str | Path | None, device: Any) -> None:
+        self.sam, self.checkpoint, self.device = sam, checkpoint, device
+        variant = resolve_variant(sam, checkpoint)
+        self.variant = variant.name
+        self.official_sha256 = variant.checkpoint_sha256  # the official weights', if any
+        self._loaded: LoadedSam | None = None
+        self._sha256: str | None = None
+
+    def get(self) -> LoadedSam:
+        """The SAM, loaded on first use."""
+        if self._loaded is None:
+            self._loaded = load_sam(self.sam, self.checkpoint, device=self.device)
+        return self._loaded
+
+    def weights_sha256(self) -> str | None:
+        """The weights' hash: of the named checkpoint file, else of the variant's official
+        checkpoint (None for a custom variant without a file: any store of it is taken)."""
+        if self._loaded is not None:
+            return self._loaded.checkpoint_sha256
+        if not self.checkpoint:
+            return self.official_sha256
+        if self._sha256 is None:  # hashed once per run (GBs for vit_h)
+            self._sha256 = file_sha256(Path(self.checkpoint).expanduser())
+        return self._sha256
+
+
+def training_images_step(
+    ontology: Ontology,
+    name: str,
+    source: str,
+    per_class: int | None,
+    model: str | Path | None,
+    steps: int,
+    engine: str,
+    urls_file: str | Path | None,
+    seed: int,
+    device: Any,
+    progress: Any,
+) -> tuple[str, bool]:
+    """Generates or crawls what is missing; keeps images of classes dropped from the list."""
+    import fiftyone as fo
+
+    count = per_class if per_class is not None else DEFAULT_PER_CLASS[source]
+    stored = stored_ontology(fo.load_dataset(name)) if fo.dataset_exists(name) else None
+    if stored is not None:  # keep the dataset's classes (and ids), add the new ones at the end
+        extra = tuple(spec for spec in ontology.classes if spec.name not in stored)
+        ontology = Ontology(stored.classes + extra, prompt=ontology.prompt)
+    if source == "synthetic":
+        g = generate(
+            ontology,
+            dataset=name,
+            per_class=count,
+            model=model or DEFAULT_MODEL,
+            steps=steps,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+        return g.summary(), g.generated > 0
+
+    c = crawl(
+        ontology,
+        dataset=name,
+        per_class=count,
+        engine=engine,
+        urls_file=urls_file,
+        progress=progress,
+    )
+    return c.summary(), c.kept > 0
+
+
+def embed_step(
+    view: fo.DatasetView, sam: SamCache, points_per_side: int, progress: Any
+) -> tuple[Path, bool, str]:
+    """Reuses a complete recorded store of the same SAM and grid, else embeds what is missing."""
+    wanted: dict[str, Any] = {"sam_variant": sam.variant, "points_per_side": points_per_side}
+    sha = sam.weights_sha256()
+    if sha is not None:
+        wanted["checkpoint_sha256"] = sha
+    found = locate_store(view, wanted, complete=True)
+    if found is not None:
+        return found, False, f"{len(view)} samples already in {found}"
+    loaded = sam.get()
+    target = locate_store(view, spec_for(loaded, points_per_side), default=True)
+    result = embed(
+        view, store=target, sam=loaded, points_per_side=points_per_side, progress=progress
+    )
+    return Path(result.store), result.embedded > 0, result.summary()
+
+
+def train_step(
+    view: fo.DatasetView,
+    ontology: Ontology,
+    store: Path,
+    workdir: Path,
+    epochs: int | None,
+    superclasses: bool,
+    seed: int,
+    device: Any,
+    progress: Any,
+) -> tuple[Path, bool, str]:
+    """Trains a head unless one with the same classes, images and settings is complete."""
+    from fiftyone import ViewField as F
+
+    names = list(ontology.names)
+    view = view.match(F("ground_truth.label").is_in(names))  # classes dropped from the list
+    ids = sorted(view.values("id"))
+    key_data = {
+        "classes": names,
+        "superclasses": ontology.superclasses() if superclasses else None,
+        "images": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        "store": json.loads((store / "spec.json").read_text()),
+        "epochs": epochs,
+        "seed": seed,
+    }
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()
+    head = workdir / "heads" / key[:16]
+    if (head / "student" / "head.json").is_file():
+        return head, False, f"head for [{', '.join(names)}] already trained: {head}"
+    result = train_head(
+        view,
+        store=store,
+        out=head,
+        classes=ontology,
+        superclasses=superclasses,
+        epochs=epochs,
+        seed=seed,
+        device=None if device is None else str(device),
+        progress=progress,
+    )
+    return head, True, result.summary()
+
+
+def predict_step(
+    view: fo.DatasetView,
+    head: Path | None,
+    store: Path,
+    field: str,
+    workdir: Path,
+    threshold: float | None,
+    overwrite: bool,
+    sam: SamCache,
+    device: Any,
+    progress: Any,
+) -> PredictReport:
+    """Labels the target; replaces this pipeline's own older predictions when the head changed."""
+    assert head is not None
+    previous = recorded_run(view, field) or {}
+    ours = str(previous.get("head", "")).startswith(str(workdir.resolve() / "heads"))
+    options = dict(
+        head=head,
+        field=field,
+        store=store,
+        checkpoint=sam.checkpoint,
+        sam=sam.sam,
+        threshold=threshold,
+        device=device,
+        progress=progress,
+    )
+    try:  # same head and settings: resumes (labels only what is missing)
+        return predict(view, overwrite=overwrite, **options)
+    except FieldExistsError:
+        if not ours:  # someone else's predictions: only --overwrite replaces them
+            raise
+    return predict(view, overwrite=True, **options)  # our own, from another head or settings
+
+
+def evaluate_step(
+    view: fo.DatasetView,
+    field: str,
+    gt_field: str,
+    report_dir: Path,
+    groups: Ontology | None,
+    progress: Any,
+) -> tuple[EvaluationReport, bool]:
+    """Evaluates unless the stored evaluation is of exactly these predictions."""
+    key = f"{field}_eval"
+    run_record = recorded_run(view, field) or {}
+    fingerprint = {
+        "gt_field": gt_field,
+        "groups": None if groups is None else groups.to_dict(),
+        "head": run_record.get("head"),
+        "settings": run_record.get("settings"),
+        "recorded": run_record.get("updated_at"),
+        "labelled": view.count(output_fields(field)["semantic"]),
+        "samples": sorted(view.values("id")),
+    }
+    marker = report_dir / "fingerprint.json"
+    fresh = (
+        marker.is_file()
+        and json.loads(marker.read_text()) == json.loads(json.dumps(fingerprint, default=str))
+        and key in root_dataset(view).list_evaluations()
+        and (report_dir / "report.json").is_file()
+    )
+    if fresh:
+        data = json.loads((report_dir / "report.json").read_text())
+        return EvaluationReport(**data), False
+    marker.unlink(missing_ok=True)
+    result = evaluate(
+        view,
+        pred_field=field,
+        gt_field=gt_field,
+        eval_key=key,
+        report=report_dir,
+        groups=groups,
+        overwrite=True,
+        progress=progress,
+    )
+    write_text_atomic(marker, json.dumps(fingerprint, default=str))
+    return result, True
