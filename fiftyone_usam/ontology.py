@@ -202,7 +202,14 @@ def load_ontology(source: str | Path | Sequence[str] | Ontology) -> Ontology:
         return _read_file(Path(source))
     if isinstance(source, str):
         return parse_classes(source)
-    return Ontology(tuple(ClassSpec(str(name)) for name in source))
+    names = list(source)
+    wrong = [name for name in names if not isinstance(name, str)]
+    if wrong:
+        raise ConfigError(
+            f"class names must be strings, got {', '.join(repr(w) for w in wrong)} in "
+            f"{names!r}: quote them (e.g. '5' if a class is really called 5)"
+        )
+    return Ontology(tuple(ClassSpec(name) for name in names))
 
 
 def _read_file(path: Path) -> Ontology:

@@ -221,8 +221,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt zip, pickle with code, truncated file...
-        raise CheckpointError(f"cannot read SAM checkpoint {path}: {e}") from None
+    except Exception as e:  # corrupt zip, pickle with code, truncated file, a text file...
+        raise CheckpointError(
+            f"cannot read SAM checkpoint {path}: it is not a readable file of SAM weights "
+            f"(a PyTorch .pth state dict or .safetensors; {type(e).__name__}: {e}). Pass SAM's "
+            "weights file, e.g. sam_vit_b_01ec64.pth"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):

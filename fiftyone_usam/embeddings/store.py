@@ -16,11 +16,8 @@ and does the rest. Opening a store with a spec other than the one it was built w
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import logging
-import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,14 +27,20 @@ import numpy as np
 
 from fiftyone_usam.config import config_from_dict, config_to_dict
 from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
+from fiftyone_usam.embeddings.shards import (
+    FORMAT_VERSION,
+    FileIdentity,
+    file_identity,
+    read_embeddings,
+    read_header,
+    read_rows,
+    verify_shard,
+    write_shard,
+)
 from fiftyone_usam.errors import ConfigError, StoreError
-from fiftyone_usam.files import atomic_path, remove_stale_temp_files, write_text_atomic
-from fiftyone_usam.masks import check_rle
+from fiftyone_usam.files import remove_stale_temp_files, write_text_atomic
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-_ARRAYS = ("embeddings", "iou_predictions", "stability_scores", "points")
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class EmbeddingStore:
         self.path = path
         self.spec = spec
         self._index: dict[str, tuple[Path, int]] | None = None
-        self._files: dict[str, tuple[int, int]] = {}  # sample id -> (size, mtime_ns) embedded
+        self._files: dict[str, FileIdentity] = {}  # sample id -> (size, mtime_ns) embedded
         self._verified: set[Path] = set()
 
     @classmethod
@@ -192,8 +195,6 @@ class EmbeddingStore:
         Returns:
             `(N, d, 1024)` float16, in the order of ``sample_ids``.
         """
-        from safetensors import safe_open
-
         ids = list(sample_ids)
         out = np.empty((len(ids), self.spec.num_points, self.spec.embedding_dim), np.float16)
         by_shard: dict[Path, list[tuple[int, int]]] = {}
@@ -202,8 +203,7 @@ class EmbeddingStore:
             by_shard.setdefault(shard, []).append((i, row))
         for shard, pairs in by_shard.items():
             self._verify(shard)
-            with safe_open(str(shard), framework="np") as f:
-                embeddings = f.get_tensor("embeddings")
+            embeddings = read_embeddings(shard)
             for i, row in pairs:
                 out[i] = embeddings[row]
         return out
@@ -229,30 +229,21 @@ class EmbeddingStore:
         Returns:
             The shard written, or None when there was nothing new.
         """
-        from safetensors.numpy import save_file
-
         new = {k: v for k, v in items.items() if replace or k not in self}
         if not new:
             return None
         for sample_id, proposals in new.items():
             self._check(sample_id, proposals)
-        arrays = _pack(list(new.values()), self.spec)
         shards = self.path / "shards"
         shards.mkdir(parents=True, exist_ok=True)
         number = len(list(shards.glob("*.safetensors")))
         target = shards / f"{number:06d}-{uuid.uuid4().hex[:8]}.safetensors"
-        identities = {i: _file_identity(f) for i, f in (files or {}).items() if i in new}
-        metadata = {
-            "sample_ids": json.dumps(list(new)),
-            "format_version": str(FORMAT_VERSION),
-            "sha256": json.dumps({name: _digest(a) for name, a in arrays.items()}),
-            "files": json.dumps({i: v for i, v in identities.items() if v is not None}),
-        }
-        with atomic_path(target, fsync=True) as tmp:
-            save_file(arrays, str(tmp), metadata=metadata)
+        identities = {i: file_identity(f) for i, f in (files or {}).items() if i in new}
+        known = {i: v for i, v in identities.items() if v is not None}
+        write_shard(target, list(new.values()), list(new), self.spec.embedding_dtype, known)
         index = self._get_index()
         index.update({sample_id: (target, row) for row, sample_id in enumerate(new)})
-        self._files.update({i: v for i, v in identities.items() if v is not None})
+        self._files.update(known)
         self._verified.add(target)
         return target
 
@@ -268,7 +259,7 @@ class EmbeddingStore:
         changed = []
         for sample_id, path in files.items():
             recorded = self._files.get(sample_id)
-            if sample_id in self and recorded is not None and _file_identity(path) != recorded:
+            if sample_id in self and recorded is not None and file_identity(path) != recorded:
                 changed.append(sample_id)
         return changed
 
@@ -288,25 +279,14 @@ class EmbeddingStore:
         return self._index
 
     def _build_index(self) -> dict[str, tuple[Path, int]]:
-        from safetensors import safe_open
-
         index: dict[str, tuple[Path, int]] = {}
         self._files = {}
         for shard in sorted((self.path / "shards").glob("*.safetensors")):
-            try:
-                with safe_open(str(shard), framework="np") as f:
-                    header = f.metadata() or {}
-                ids = json.loads(header["sample_ids"])
-                files = json.loads(header.get("files", "{}"))
-            except Exception as e:  # a shard that is not ours, or damaged on disk
-                raise StoreError(
-                    f"cannot read shard {shard}: {e}. Delete it; the samples it held will be "
-                    "embedded again by the next `usam embed`."
-                ) from None
-            for row, sample_id in enumerate(ids):
+            header = read_header(shard)
+            for row, sample_id in enumerate(header.sample_ids):
                 index[sample_id] = (shard, row)  # shards are read in write order: newest wins
-                if sample_id in files:
-                    self._files[sample_id] = (int(files[sample_id][0]), int(files[sample_id][1]))
+                if sample_id in header.files:
+                    self._files[sample_id] = header.files[sample_id]
                 else:
                     self._files.pop(sample_id, None)
         return index
@@ -326,59 +306,18 @@ class EmbeddingStore:
         yield from zip((sample_id for sample_id, _ in group), rows, strict=True)
 
     def _read_rows(self, shard: Path, rows: list[int]) -> list[MaskProposals]:
-        """Reads only the given rows (safetensors slices are memory-mapped)."""
-        from safetensors import safe_open
-
         legacy = not self._verify(shard)
         per_image = self.spec.num_points * self.spec.masks_per_point
-        out = []
-        with safe_open(str(shard), framework="np") as f:
-            slices = {name: f.get_slice(name) for name in (*_ARRAYS, "image_sizes", "rle_offsets")}
-            rle_bytes = f.get_slice("rle_bytes")
-            for row in rows:
-                offsets = slices["rle_offsets"][row * per_image : (row + 1) * per_image + 1]
-                blob = bytes(rle_bytes[int(offsets[0]) : int(offsets[-1])])
-                starts = offsets - offsets[0]
-                rles = tuple(blob[a:b] for a, b in itertools.pairwise(starts))
-                height, width = (int(v) for v in slices["image_sizes"][row : row + 1][0])
-                if legacy:  # no checksum: make sure no run length can make pycocotools loop
-                    for rle in rles:
-                        check_rle(rle, height, width, where=str(shard))
-                arrays = {name: np.array(slices[name][row : row + 1][0]) for name in _ARRAYS}
-                out.append(MaskProposals(**arrays, image_size=(height, width), mask_rles=rles))
-        return out
+        return read_rows(shard, rows, per_image, check_masks=legacy)
 
     def _verify(self, shard: Path) -> bool:
-        """Checks a shard's arrays against their recorded SHA-256 (once per shard and store).
-
-        Returns:
-            True when verified; False for a shard written before checksums were recorded.
-
-        Raises:
-            StoreError: a damaged shard, named with what to do.
-        """
-        from safetensors import safe_open
-
+        """`verify_shard`, once per shard and store object."""
         if shard in self._verified:
             return True
-        try:
-            with safe_open(str(shard), framework="np") as f:
-                header = f.metadata() or {}
-                if "sha256" not in header:
-                    return False
-                expected = json.loads(header["sha256"])
-                names = f.keys()  # a safetensors file, not a dict: it is not iterable
-                bad = [n for n in names if _digest(f.get_tensor(n)) != expected.get(n)]
-        except Exception as e:  # damaged beyond its header: unreadable arrays
-            bad = [f"({type(e).__name__}: {e})"]
-        if bad:
-            raise StoreError(
-                f"shard {shard} of the EmbeddingStore at {self.path} is damaged (array(s) "
-                f"{', '.join(bad)} do not match their checksum). Delete that file, then run "
-                f"`usam embed --store {self.path}` on the dataset to embed its samples again"
-            )
-        self._verified.add(shard)
-        return True
+        verified = verify_shard(shard, self.path)
+        if verified:
+            self._verified.add(shard)
+        return verified
 
     def _check(self, sample_id: str, proposals: MaskProposals) -> None:
         shape = (self.spec.num_points, self.spec.embedding_dim)
@@ -387,21 +326,6 @@ class EmbeddingStore:
                 f"sample {sample_id}: embeddings of shape {proposals.embeddings.shape} do not fit "
                 f"this store ({shape}); it was built with {self.spec.describe()}"
             )
-
-
-def _pack(items: list[MaskProposals], spec: StoreSpec) -> dict[str, np.ndarray]:
-    rles = [r for p in items for r in p.mask_rles]
-    offsets = np.zeros(len(rles) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(r) for r in rles])
-    return {
-        "embeddings": np.stack([p.embeddings for p in items]).astype(spec.embedding_dtype),
-        "iou_predictions": np.stack([p.iou_predictions for p in items]).astype(np.float32),
-        "stability_scores": np.stack([p.stability_scores for p in items]).astype(np.float32),
-        "points": np.stack([p.points for p in items]).astype(np.float32),
-        "image_sizes": np.array([p.image_size for p in items], dtype=np.int64),
-        "rle_offsets": offsets,
-        "rle_bytes": np.frombuffer(b"".join(rles), dtype=np.uint8).copy(),
-    }
 
 
 def _mismatch_message(path: Path, found: StoreSpec, wanted: StoreSpec) -> str:
@@ -429,16 +353,3 @@ def spec_at(path: str | Path) -> StoreSpec | None:
             f"{folder} exists and is not an EmbeddingStore: choose an empty or new directory"
         )
     return None
-
-
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
-def _file_identity(path: str | Path) -> tuple[int, int] | None:
-    """``(size in bytes, modification time in ns)`` of a file, or None when it cannot be read."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_size, stat.st_mtime_ns

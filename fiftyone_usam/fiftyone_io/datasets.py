@@ -39,6 +39,13 @@ def resolve_view(
             )
         dataset = fo.load_dataset(dataset)
     view = dataset.view()
+    if len(view) == 0:
+        what = "dataset" if isinstance(dataset, fo.Dataset) else "the view of dataset"
+        raise DatasetNotFoundError(
+            f"{what} {view.dataset_name!r} has no samples: add images to it first (e.g. "
+            "`fiftyone datasets create --name NAME --dataset-dir DIR --type "
+            "fiftyone.types.ImageDirectory`, or dataset.add_images_dir(DIR) in Python)"
+        )
     if view.media_type != "image":
         raise DatasetNotFoundError(
             f"dataset {dataset.name!r} holds {view.media_type} samples; U-SAM works on images"

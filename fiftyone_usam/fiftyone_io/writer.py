@@ -67,6 +67,7 @@ def plan_writes(
     """
     dataset = root_dataset(view)
     names = output_fields(field)
+    _check_field_types(dataset, field, names, overwrite)
     existing = [name for name in names.values() if dataset.has_field(name)]
     ids = view.values("id")
     if not existing:
@@ -94,6 +95,47 @@ def plan_writes(
         f"the dataset already has {', '.join(existing)}"
         + (" from a run with other settings" if run is not None else "")
         + ": pass --overwrite to replace them, or choose another --field"
+    )
+
+
+def _check_field_types(
+    dataset: fo.Dataset, field: str, names: dict[str, str], overwrite: bool
+) -> None:
+    """Refuses, before anything is cleared or written, output fields of another type.
+
+    A field of another type is deleted only when ``overwrite`` is given and U-SAM's own run
+    record says that it wrote under this prefix; the user's own fields are never touched.
+
+    Raises:
+        FieldExistsError: with what to do.
+    """
+    import fiftyone as fo
+
+    expected = {"semantic": fo.Segmentation, "instances": fo.Detections, "uncertainty": None}
+    schema = dataset.get_field_schema()
+    wrong = []
+    for kind, name in names.items():
+        if name not in schema:
+            continue
+        found = schema[name]
+        document = getattr(found, "document_type", None)
+        ok = (
+            isinstance(found, fo.FloatField)
+            if expected[kind] is None
+            else isinstance(found, fo.EmbeddedDocumentField) and document is expected[kind]
+        )
+        if not ok:
+            wrong.append((name, document.__name__ if document else type(found).__name__))
+    if not wrong:
+        return
+    described = ", ".join(f"{name} is a {kind}" for name, kind in wrong)
+    if overwrite and recorded_run(dataset, field) is not None:
+        dataset.delete_sample_fields([name for name, _ in wrong])
+        return
+    raise FieldExistsError(
+        f"{described}, not what U-SAM writes there (fo.Segmentation, fo.Detections, float): "
+        "U-SAM never replaces a field it did not write, even with --overwrite. Choose "
+        "another --field prefix"
     )
 
 

@@ -83,7 +83,14 @@ def load_head(path: str | Path, *, device: str | torch.device | None = None) -> 
         )
     head = _head_from(metadata, folder)
     try:
-        head.model.load_state_dict(load_file(str(weights)), strict=True)
+        state = load_file(str(weights))
+    except Exception as e:  # SafetensorError: not a safetensors file, whatever its hash says
+        raise CheckpointError(
+            f"{weights} is not a readable safetensors file ({type(e).__name__}: {e}): the "
+            "checkpoint is damaged; train the head again"
+        ) from None
+    try:
+        head.model.load_state_dict(state, strict=True)
     except (RuntimeError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} does not fit its recorded head config: {e}") from None
     return head.to(device or "cpu")

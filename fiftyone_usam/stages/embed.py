@@ -22,8 +22,8 @@ from fiftyone_usam.embeddings.proposals import MaskProposals
 from fiftyone_usam.embeddings.sam_backend import load_sam
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import ImageLoadError
-from fiftyone_usam.fiftyone_io.datasets import default_store_path, record_store, resolve_view
-from fiftyone_usam.images import load_rgb
+from fiftyone_usam.fiftyone_io.datasets import locate_store, record_store, resolve_view
+from fiftyone_usam.images import DEFAULT_MAX_PIXELS, load_rgb
 from fiftyone_usam.progress import Progress, ProgressCallback
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class EmbedReport:
         embedded: samples embedded by this run.
         already_done: samples that were already in the store.
         failed: sample id -> reason, for samples that could not be embedded.
+        changed: samples embedded again because their image file changed.
         seconds: wall time of the run.
     """
 
@@ -53,6 +54,7 @@ class EmbedReport:
     embedded: int = 0
     already_done: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -77,6 +79,8 @@ def embed(
     precision: Precision = "auto",
     shard_size: int = 16,
     num_workers: int = 4,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    points_per_batch: int = 128,
     progress: bool | ProgressCallback | None = None,
 ) -> EmbedReport:
     """Computes SAM mask proposals for every sample of a view into an EmbeddingStore.
@@ -97,40 +101,49 @@ def embed(
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``.
         shard_size: images per store shard; a killed run loses at most one unflushed shard.
         num_workers: threads reading images ahead of the model.
+        max_pixels: an image of more pixels is not decoded and fails on its own (None: no
+            limit but PIL's decompression-bomb check).
+        points_per_batch: prompts per mask-decoder call, which bounds its memory.
         progress: a progress bar (True/False; None follows FiftyOne's ``show_progress_bars``),
             or a callable receiving ``(done, total)`` after each batch.
 
     Returns:
-        An `EmbedReport`. The store's location is recorded on the dataset.
+        An `EmbedReport`. The store's location is recorded on the dataset once it holds
+        something. A sample whose image file changed since it was embedded (size or
+        modification time) is embedded again.
     """
     started = time.perf_counter()
     view = resolve_view(dataset, view_tag)
     loaded = load_sam(sam, checkpoint, device=device)
     spec = spec_for(loaded, points_per_side)
-    if store is None:
-        store = default_store_path(view.dataset_name, spec)
-    target = EmbeddingStore.create(store, spec)
+    target = EmbeddingStore.create(locate_store(view, spec, store, default=True), spec)  # type: ignore[arg-type]
     target.remove_stale_temp_files()
-    record_store(view, target)
-
     ids, paths = view.values(["id", "filepath"])
-    todo = [(i, p) for i, p in zip(ids, paths, strict=True) if i not in target]
+    files = dict(zip(ids, paths, strict=True))
+    changed = set(target.changed_files(files))  # reads every shard header: damage fails here
+    todo = [(i, p) for i, p in files.items() if i not in target or i in changed]
     report = EmbedReport(target.path, spec, total=len(ids), already_done=len(ids) - len(todo))
+    report.changed = sorted(changed)
+    if changed:
+        logger.warning(
+            "%d sample(s) whose image file changed since they were embedded are embedded "
+            "again: %s", len(changed), ", ".join(sorted(changed)[:10]),
+        )  # fmt: skip
     extractor = MaskEmbeddingExtractor(
-        loaded, points_per_side=points_per_side, batch_size=batch_size, precision=precision
+        loaded, points_per_side, batch_size, precision, points_per_batch=points_per_batch
     )
+    writer = _ShardWriter(target, view, files, changed, max(1, shard_size))
+    if not todo:
+        writer.record()
     bar = Progress(progress, len(todo), "embed")
-    pending: dict[str, MaskProposals] = {}
     try:
-        for batch in _read_ahead(todo, batch_size, num_workers):
+        for batch in _read_ahead(todo, batch_size, num_workers, max_pixels):
             images = _keep_readable(batch, report.failed)
-            nothing_done_yet = report.embedded == 0 and not pending
-            pending.update(_extract(extractor, images, report.failed, nothing_done_yet))
-            if len(pending) >= shard_size:
-                report.embedded += _flush(target, pending)
+            first = report.embedded == 0 and not writer.pending
+            report.embedded += writer.add(_extract(extractor, images, report.failed, first))
             bar.update(len(batch))
     finally:
-        report.embedded += _flush(target, pending)  # keep finished work, even on interrupt
+        report.embedded += writer.flush()  # keep finished work, even on interrupt
         bar.close()
     report.seconds = time.perf_counter() - started
     for sample_id, reason in report.failed.items():
@@ -140,13 +153,13 @@ def embed(
 
 
 def _read_ahead(
-    todo: Sequence[tuple[str, str]], batch_size: int, num_workers: int
+    todo: Sequence[tuple[str, str]], batch_size: int, num_workers: int, max_pixels: int | None
 ) -> Iterator[list[tuple[str, np.ndarray | ImageLoadError]]]:
     """Yields batches of ``(sample_id, image or the error reading it)``, read in threads."""
 
     def read(item: tuple[str, str]) -> tuple[str, np.ndarray | ImageLoadError]:
         try:
-            return item[0], load_rgb(item[1])
+            return item[0], load_rgb(item[1], max_pixels)
         except ImageLoadError as e:
             return item[0], e
 
@@ -203,10 +216,47 @@ def _extract(
     return out
 
 
-def _flush(store: EmbeddingStore, pending: dict[str, MaskProposals]) -> int:
-    if not pending:
-        return 0
-    count = len(pending)
-    store.write(pending)
-    pending.clear()
-    return count
+class _ShardWriter:
+    """Collects extracted proposals and writes them in shards of exactly ``shard_size``; records
+    the store on the dataset with its first shard (a store that never received one, e.g. a
+    damaged one, is never recorded as the dataset's newest)."""
+
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        view: fo.DatasetView,
+        files: dict[str, str],
+        replace: set[str],
+        shard_size: int,
+    ) -> None:
+        self.store, self.view, self.files = store, view, files
+        self.replace, self.shard_size = replace, shard_size
+        self.pending: dict[str, MaskProposals] = {}
+        self._recorded = False
+
+    def add(self, items: dict[str, MaskProposals]) -> int:
+        """Adds proposals; returns how many were written (in whole shards)."""
+        self.pending.update(items)
+        written = 0
+        while len(self.pending) >= self.shard_size:
+            written += self._write(list(self.pending)[: self.shard_size])
+        return written
+
+    def flush(self) -> int:
+        """Writes what is pending as a last (smaller) shard."""
+        return self._write(list(self.pending)) if self.pending else 0
+
+    def record(self) -> None:
+        if not self._recorded:
+            record_store(self.view, self.store)
+            self._recorded = True
+
+    def _write(self, ids: list[str]) -> int:
+        items = {i: self.pending.pop(i) for i in ids}
+        self.store.write(
+            items,
+            files={i: self.files[i] for i in ids},
+            replace=any(i in self.replace for i in ids),
+        )
+        self.record()
+        return len(items)

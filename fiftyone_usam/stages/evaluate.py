@@ -40,16 +40,19 @@ from fiftyone_usam.evaluation.scoring import (
 )
 from fiftyone_usam.fiftyone_io.datasets import resolve_view, root_dataset
 from fiftyone_usam.fiftyone_io.evaluation import (
-    EVALUATIONS_KEY,
-    check_key,
-    claim_fields,
     detection_run,
     gt_side,
     pred_side,
-    record_done,
     relabelled,
     score_view,
     segmentation_run,
+)
+from fiftyone_usam.fiftyone_io.evaluation_records import (
+    EVALUATIONS_KEY,
+    check_key,
+    claim_fields,
+    record_done,
+    record_failed,
 )
 from fiftyone_usam.progress import ProgressCallback
 
@@ -115,6 +118,32 @@ def evaluate(
     check_key(root, key, f"{key}_det", overwrite)
     rename = relabelling(gt.targets, pred.targets, superclass)
     claim_fields(root, key)
+    try:
+        result = _run(
+            view, pred, gt, rename, key, iou, boundary_tolerance, class_agnostic, progress
+        )
+    except BaseException as e:
+        record_failed(root, key, f"{type(e).__name__}: {e}")
+        raise
+    if report is not None:
+        write_report(result, report)
+    record_done(root, result)
+    logger.info("evaluate: %s", result.summary())
+    return result
+
+
+def _run(
+    view: fo.DatasetView,
+    pred: Side,
+    gt: Side,
+    rename: dict[str, str],
+    key: str,
+    iou: float,
+    boundary_tolerance: float,
+    class_agnostic: bool | None,
+    progress: bool | ProgressCallback | None,
+) -> EvaluationReport:
+    """Scores the view and runs FiftyOne's evaluations (after the key was claimed)."""
     if rename:  # superclasses, or labels spelled otherwise than the prediction's (for mAP)
         gt = relabelled(view, gt, rename, f"{key}_gt_instances")
     if class_agnostic is None:
@@ -125,10 +154,6 @@ def evaluate(
     fo_progress = progress if isinstance(progress, bool) else None
     segmentation_run(view, pred, gt, space, derived, result, fo_progress)
     _instance_run(view, pred, gt, result, class_agnostic, fo_progress)
-    if report is not None:
-        write_report(result, report)
-    record_done(root, result)
-    logger.info("evaluate: %s", result.summary())
     return result
 
 

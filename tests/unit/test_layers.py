@@ -216,3 +216,30 @@ def test_own_modules_are_imported_at_module_top():
 )
 def test_floor_order_examples(importer, imported, bad):
     assert (floor(imported) > floor(importer)) is bad
+
+
+def _code_lines(node: ast.AST, lines: list[str]) -> int:
+    """Non-blank, non-comment lines of a function's body, its docstring left out."""
+    body = node.body  # type: ignore[attr-defined]
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    if not body:
+        return 0
+    span = lines[body[0].lineno - 1 : node.end_lineno]  # type: ignore[attr-defined]
+    return sum(1 for line in span if line.strip() and not line.strip().startswith("#"))
+
+
+def test_small_files_and_short_functions():
+    long_files, long_functions = [], []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text()
+        lines = text.splitlines()
+        if len(lines) > 400:
+            long_files.append(f"{path.relative_to(ROOT)}: {len(lines)} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                count = _code_lines(node, lines)
+                if count > 60:
+                    long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long_files, "\n".join(long_files)
+    assert not long_functions, "\n".join(long_functions)

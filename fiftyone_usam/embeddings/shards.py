@@ -1,0 +1,176 @@
+"""One store shard on disk: a safetensors file holding a few images' mask proposals.
+
+Arrays: ``embeddings`` `(n, d, 1024)`, ``iou_predictions`` and ``stability_scores`` `(n, d, 3)`,
+``points`` `(n, d, 2)`, ``image_sizes`` `(n, 2)`, and the COCO RLE masks as one byte blob
+(``rle_bytes``) with ``rle_offsets``. Header: the sample ids, the format version, a SHA-256 of
+every array, and each image file's ``(size, mtime_ns)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fiftyone_usam.embeddings.proposals import MaskProposals
+from fiftyone_usam.errors import StoreError
+from fiftyone_usam.files import atomic_path
+from fiftyone_usam.masks import check_rle
+
+FORMAT_VERSION = 1
+ARRAYS = ("embeddings", "iou_predictions", "stability_scores", "points")
+
+FileIdentity = tuple[int, int]  # (size in bytes, modification time in ns)
+
+
+@dataclass(frozen=True)
+class ShardHeader:
+    """What a shard's header says: its sample ids (row order) and their image files."""
+
+    sample_ids: tuple[str, ...]
+    files: dict[str, FileIdentity]
+
+
+def write_shard(
+    target: Path,
+    items: Sequence[MaskProposals],
+    sample_ids: Sequence[str],
+    embedding_dtype: str,
+    files: Mapping[str, FileIdentity],
+) -> None:
+    """Writes a shard atomically (fsynced): arrays, ids, checksums and file identities."""
+    from safetensors.numpy import save_file
+
+    arrays = _pack(items, embedding_dtype)
+    metadata = {
+        "sample_ids": json.dumps(list(sample_ids)),
+        "format_version": str(FORMAT_VERSION),
+        "sha256": json.dumps({name: _digest(a) for name, a in arrays.items()}),
+        "files": json.dumps(dict(files)),
+    }
+    with atomic_path(target, fsync=True) as tmp:
+        save_file(arrays, str(tmp), metadata=metadata)
+
+
+def read_header(shard: Path) -> ShardHeader:
+    """The shard's sample ids and file identities (the arrays are not read).
+
+    Raises:
+        StoreError: not one of our shards, or its header is damaged.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(shard), framework="np") as f:
+            header = f.metadata() or {}
+        ids = tuple(json.loads(header["sample_ids"]))
+        files = {
+            k: (int(v[0]), int(v[1])) for k, v in json.loads(header.get("files", "{}")).items()
+        }
+    except Exception as e:  # a shard that is not ours, or damaged on disk
+        raise StoreError(
+            f"cannot read shard {shard}: {e}. Delete it; the samples it held will be "
+            "embedded again by the next `usam embed`."
+        ) from None
+    return ShardHeader(ids, files)
+
+
+def verify_shard(shard: Path, store: Path) -> bool:
+    """Checks every array of a shard against its recorded SHA-256.
+
+    Returns:
+        True when verified; False for a shard written before checksums were recorded.
+
+    Raises:
+        StoreError: a damaged shard, named with what to do.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(shard), framework="np") as f:
+            header = f.metadata() or {}
+            if "sha256" not in header:
+                return False
+            expected = json.loads(header["sha256"])
+            names = f.keys()  # a safetensors file, not a dict: it is not iterable
+            bad = [n for n in names if _digest(f.get_tensor(n)) != expected.get(n)]
+    except Exception as e:  # damaged beyond its header: unreadable arrays
+        bad = [f"({type(e).__name__}: {e})"]
+    if bad:
+        raise StoreError(
+            f"shard {shard} of the EmbeddingStore at {store} is damaged (array(s) "
+            f"{', '.join(bad)} do not match their checksum). Delete that file, then run "
+            f"`usam embed --store {store}` on the dataset to embed its samples again"
+        )
+    return True
+
+
+def read_rows(
+    shard: Path, rows: list[int], masks_per_image: int, check_masks: bool
+) -> list[MaskProposals]:
+    """Reads only the given rows (safetensors slices are memory-mapped).
+
+    Args:
+        check_masks: parse every RLE before it is used (for shards without checksums), so no
+            run length can make pycocotools loop.
+    """
+    from safetensors import safe_open
+
+    out = []
+    with safe_open(str(shard), framework="np") as f:
+        slices = {name: f.get_slice(name) for name in (*ARRAYS, "image_sizes", "rle_offsets")}
+        rle_bytes = f.get_slice("rle_bytes")
+        for row in rows:
+            offsets = slices["rle_offsets"][row * masks_per_image : (row + 1) * masks_per_image + 1]
+            blob = bytes(rle_bytes[int(offsets[0]) : int(offsets[-1])])
+            starts = offsets - offsets[0]
+            rles = tuple(blob[a:b] for a, b in itertools.pairwise(starts))
+            height, width = (int(v) for v in slices["image_sizes"][row : row + 1][0])
+            if check_masks:
+                for rle in rles:
+                    check_rle(rle, height, width, where=str(shard))
+            arrays = {name: np.array(slices[name][row : row + 1][0]) for name in ARRAYS}
+            out.append(MaskProposals(**arrays, image_size=(height, width), mask_rles=rles))
+    return out
+
+
+def read_embeddings(shard: Path) -> np.ndarray:
+    """`(n, d, 1024)` embeddings of every row of a shard."""
+    from safetensors import safe_open
+
+    with safe_open(str(shard), framework="np") as f:
+        return f.get_tensor("embeddings")
+
+
+def file_identity(path: str | Path) -> FileIdentity | None:
+    """``(size in bytes, modification time in ns)`` of a file, or None when it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _pack(items: Sequence[MaskProposals], embedding_dtype: str) -> dict[str, np.ndarray]:
+    rles = [r for p in items for r in p.mask_rles]
+    offsets = np.zeros(len(rles) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(r) for r in rles])
+    return {
+        "embeddings": np.stack([p.embeddings for p in items]).astype(embedding_dtype),
+        "iou_predictions": np.stack([p.iou_predictions for p in items]).astype(np.float32),
+        "stability_scores": np.stack([p.stability_scores for p in items]).astype(np.float32),
+        "points": np.stack([p.points for p in items]).astype(np.float32),
+        "image_sizes": np.array([p.image_size for p in items], dtype=np.int64),
+        "rle_offsets": offsets,
+        "rle_bytes": np.frombuffer(b"".join(rles), dtype=np.uint8).copy(),
+    }
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
