@@ -59,6 +59,13 @@ class TrainOperator(foo.Operator):
         inputs.int("epochs", default=100, min=1, label="Most epochs per stage")
         inputs.int("seed", default=0, label="Seed")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
+        inputs.bool(
+            "overwrite",
+            default=False,
+            label="Train again",
+            description="Even when the output folder holds a head trained on the same images "
+            "and settings (otherwise that head is kept).",
+        )
         prop = types.Property(inputs, view=types.View(label="U-SAM: train the semantic head"))
         if not has_labels:
             invalidate(prop, "the dataset has no fo.Classification field to learn from")
@@ -81,6 +88,7 @@ class TrainOperator(foo.Operator):
             epochs=epochs,
             seed=int(params.get("seed") or 0),
             device=params.get("device") or None,
+            overwrite=bool(params.get("overwrite")),
             progress=progress_callback(ctx, "epochs"),
         )
         ctx.ops.reload_dataset()

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from fiftyone_usam.images import DEFAULT_MAX_PIXELS
 from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
 
 MAX_SHOWN = 20
@@ -25,6 +26,20 @@ mask_dir_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Write masks as PNG files here instead of into the samples (for large images).",
+)
+shard_size_option = click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Images per store shard written (the most a killed run can lose).",
+)
+max_pixels_option = click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Images of more pixels are not decoded and fail on their own (decompression bombs).",
 )
 GRANULARITY_HELP = (
     "Which of SAM's 3 masks per point: best (SAM's highest predicted IoU), coarse (the "

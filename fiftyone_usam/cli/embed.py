@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_option
+from fiftyone_usam.cli.common import (
+    device_option,
+    echo_problems,
+    max_pixels_option,
+    shard_size_option,
+    view_tag_option,
+)
 from fiftyone_usam.devices import PRECISIONS
 
 
@@ -54,12 +60,14 @@ from fiftyone_usam.devices import PRECISIONS
     show_default=True,
     help="auto: bf16 on CUDA, fp32 on CPU.",
 )
+@shard_size_option
+@max_pixels_option
 @click.option(
-    "--shard-size",
+    "--points-per-batch",
     type=click.IntRange(min=1),
-    default=16,
+    default=128,
     show_default=True,
-    help="Images per store shard (the most a killed run can lose).",
+    help="Prompts per mask-decoder call; bounds its memory whatever the grid.",
 )
 @click.option(
     "--num-workers",
@@ -79,6 +87,8 @@ def embed_command(
     batch_size: int,
     precision: str,
     shard_size: int,
+    max_pixels: int,
+    points_per_batch: int,
     num_workers: int,
 ) -> None:
     """Compute SAM mask embeddings of a dataset's images into an EmbeddingStore.
@@ -100,6 +110,8 @@ def embed_command(
         batch_size=batch_size,
         precision=precision,  # type: ignore[arg-type]
         shard_size=shard_size,
+        max_pixels=max_pixels,
+        points_per_batch=points_per_batch,
         num_workers=num_workers,
         progress=True,
     )

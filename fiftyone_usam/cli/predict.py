@@ -11,8 +11,10 @@ from fiftyone_usam.cli.common import (
     echo_problems,
     granularity_option,
     mask_dir_option,
+    max_pixels_option,
     nms_iou_option,
     overwrite_option,
+    shard_size_option,
     view_tag_option,
 )
 
@@ -70,6 +72,8 @@ from fiftyone_usam.cli.common import (
     show_default=True,
     help="Images per SAM encoder call, when SAM runs.",
 )
+@shard_size_option
+@max_pixels_option
 def predict_command(
     dataset: str,
     head: Path,
@@ -87,6 +91,8 @@ def predict_command(
     mask_dir: Path | None,
     device: str | None,
     batch_size: int,
+    shard_size: int,
+    max_pixels: int,
 ) -> None:
     """Label a dataset's images with a trained head: semantic masks, instances, uncertainty.
 
@@ -112,6 +118,8 @@ def predict_command(
         mask_dir=mask_dir,
         device=device,
         batch_size=batch_size,
+        shard_size=shard_size,
+        max_pixels=max_pixels,
         progress=True,
     )
     click.echo(report.summary())

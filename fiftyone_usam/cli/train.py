@@ -68,6 +68,11 @@ from fiftyone_usam.head.config import STAGES
     default=None,
     help="JSON/YAML file of the head's shape (HeadConfig: hidden_dim, dropout, ...).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Train even when --out holds a head trained on the same images and settings.",
+)
 def train_command(
     dataset: str,
     view_tag: str | None,
@@ -84,6 +89,7 @@ def train_command(
     device: str | None,
     config: Path | None,
     head_config: Path | None,
+    overwrite: bool,
 ) -> None:
     """Train the head that makes SAM semantic, from image-level labels.
 
@@ -109,6 +115,7 @@ def train_command(
         device=device,
         config=config,
         head_config=head_config,
+        overwrite=overwrite,
         progress=True,
     )
     click.echo(report.summary())

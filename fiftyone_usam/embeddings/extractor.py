@@ -29,11 +29,22 @@ if TYPE_CHECKING:
 EMBEDDING_DIM = 4 * sam_backend.PROMPT_DIM
 
 
-def spec_for(sam: LoadedSam, points_per_side: int) -> StoreSpec:
-    """The store spec that embeddings of ``sam`` with this grid have."""
+def spec_for(sam: LoadedSam, points_per_side: int, like: StoreSpec | None = None) -> StoreSpec:
+    """The store spec that embeddings of ``sam`` with this grid have.
+
+    Args:
+        like: a recorded spec (of a store or a head). When its weights hash names these same
+            weights (their content, or the checkpoint file's hash that earlier versions
+            recorded), its hash and variant name are kept, so the same weights always match.
+    """
+    sha, variant = sam.checkpoint_sha256, sam.variant
+    if like is not None and sam.same_weights(like.checkpoint_sha256):
+        # the same weights: the recorded hash and name stand (a SAM built in memory has no
+        # variant name of its own, only a guess from its shape)
+        sha, variant = like.checkpoint_sha256, like.sam_variant
     return StoreSpec(
-        sam_variant=sam.variant,
-        checkpoint_sha256=sam.checkpoint_sha256,
+        sam_variant=variant,
+        checkpoint_sha256=sha,
         points_per_side=points_per_side,
         encoder_input_size=sam.image_size,
         embedding_dim=EMBEDDING_DIM,
@@ -54,6 +65,10 @@ class MaskEmbeddingExtractor:
         points_per_batch: prompts per mask-decoder call (as in SAM's automatic generator). The
             decoder copies the image embedding once per prompt, so this bounds its memory
             whatever the grid; the default keeps the paper's 10x10 grid in one call.
+        max_mask_pixels: images larger than this get their mask logits (and stability scores)
+            at a size of about this many pixels; each thresholded mask is then scaled to the
+            original size (nearest neighbour) and encoded one at a time, so memory stays
+            bounded for a 10000x10000 photo. Smaller images are exactly SAM's full resolution.
     """
 
     def __init__(
@@ -65,6 +80,7 @@ class MaskEmbeddingExtractor:
         stability_offset: float = 1.0,
         max_mask_bytes: int = 1 << 28,
         points_per_batch: int = 128,
+        max_mask_pixels: int = 4096 * 4096,
     ) -> None:
         if points_per_side < 1 or batch_size < 1 or points_per_batch < 1:
             raise ValueError("points_per_side, batch_size and points_per_batch must be at least 1")
@@ -81,6 +97,7 @@ class MaskEmbeddingExtractor:
         self.stability_offset = stability_offset
         self.max_mask_bytes = max_mask_bytes
         self.points_per_batch = points_per_batch
+        self.max_mask_pixels = max_mask_pixels
 
     @property
     def model(self) -> Sam:
@@ -193,6 +210,8 @@ class MaskEmbeddingExtractor:
         import torch
 
         h, w = image_size
+        if h * w > self.max_mask_pixels:
+            return self._scaled_masks(low_res, image_size)
         input_size = sam_backend.resized_shape(h, w, self.sam.image_size)
         per_point = MASKS_PER_POINT * h * w * 4
         step = max(1, self.max_mask_bytes // per_point)
@@ -211,6 +230,34 @@ class MaskEmbeddingExtractor:
                 # (n, W, H) in C order is (H, W, n) in Fortran order: what pycocotools takes.
                 fortran = masks.transpose(1, 2).contiguous().cpu().numpy().view(np.uint8)
                 rles.extend(encode_masks(fortran.transpose(2, 1, 0)))
+        return rles, torch.cat(stability).float().numpy()
+
+    def _scaled_masks(
+        self, low_res: torch.Tensor, image_size: tuple[int, int]
+    ) -> tuple[list[bytes], np.ndarray]:
+        """`_full_resolution_masks` for a large image: logits at about ``max_mask_pixels``,
+        then each mask scaled to `(H, W)` by nearest neighbour and encoded on its own."""
+        import torch
+
+        h, w = image_size
+        scale = (self.max_mask_pixels / (h * w)) ** 0.5
+        small = (max(1, round(h * scale)), max(1, round(w * scale)))
+        input_size = sam_backend.resized_shape(*small, self.sam.image_size)
+        rows = (np.arange(h) * small[0] // h).astype(np.intp)
+        cols = (np.arange(w) * small[1] // w).astype(np.intp)
+        threshold = self.model.mask_threshold
+        rles: list[bytes] = []
+        stability = []
+        with torch.inference_mode():
+            for point in range(low_res.shape[0]):
+                logits = self.model.postprocess_masks(low_res[point : point + 1], input_size, small)
+                stability.append(
+                    sam_backend.stability_score(logits, threshold, self.stability_offset).cpu()
+                )
+                for mask in (logits[0] > threshold).cpu().numpy():
+                    # (W, H) in C order is (H, W) in Fortran order: what pycocotools takes
+                    full = mask.T[cols][:, rows].view(np.uint8).T
+                    rles.extend(encode_masks(full[:, :, None]))
         return rles, torch.cat(stability).float().numpy()
 
     @contextlib.contextmanager

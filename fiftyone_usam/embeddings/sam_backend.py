@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
+from fiftyone_usam.config import config_to_dict
 from fiftyone_usam.devices import resolve_device
-from fiftyone_usam.embeddings.sam_checkpoints import file_sha256, resolve_checkpoint
+from fiftyone_usam.embeddings.sam_checkpoints import (
+    file_sha256,
+    known_content_hash,
+    remember_content_hash,
+    resolve_checkpoint,
+)
 from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS, SamVariant, resolve_variant
 from fiftyone_usam.errors import CheckpointError
 
@@ -35,13 +41,24 @@ class LoadedSam:
     Attributes:
         model: the ``segment_anything.modeling.Sam``.
         variant: the variant name (``vit_b``, ..., or a custom name).
-        checkpoint_sha256: SHA-256 of the checkpoint file, or ``state:<sha256>`` of the weights
-            when the model was passed in already built.
+        checkpoint_sha256: the weights' identity, ``state:<SHA-256 of the state dict>``: the
+            same for the same weights whether they came from a file or a built model.
+        file_sha256: SHA-256 of the checkpoint file it was loaded from (None for a built model);
+            stores and heads made by earlier versions recorded this.
+        checkpoint: the checkpoint file's resolved path, if any.
+        variant_config: the variant's settings, so a custom SAM can be rebuilt from a record.
     """
 
     model: Sam
     variant: str
     checkpoint_sha256: str
+    file_sha256: str | None = None
+    checkpoint: str | None = None
+    variant_config: dict[str, Any] | None = None
+
+    def same_weights(self, sha256: str) -> bool:
+        """Whether a recorded weights hash (content or file) is this SAM's."""
+        return sha256 in (self.checkpoint_sha256, self.file_sha256)
 
     @property
     def image_size(self) -> int:
@@ -99,7 +116,7 @@ def build_sam(variant: SamVariant) -> Sam:
 
 
 def load_sam(
-    sam: str | Path | Sam | LoadedSam | None = None,
+    sam: str | Path | Sam | LoadedSam | SamVariant | None = None,
     checkpoint: str | Path | None = None,
     *,
     device: str | torch.device | None = None,
@@ -110,8 +127,8 @@ def load_sam(
 
     Args:
         sam: a variant name (``vit_b``, ``vit_l``, ``vit_h`` or a registered custom name), a
-            variant config file, a built model, or None: the variant described beside
-            ``checkpoint`` if any, else ``vit_b``.
+            variant config file, a `SamVariant`, a built model, or None: the variant described
+            beside ``checkpoint`` if any, else ``vit_b``.
         checkpoint: the weights (``.pth`` state dict or ``.safetensors``); by default the
             official checkpoint is found in the cache or FiftyOne's zoo, or downloaded.
         device: where to put the model. Default: a built model stays where it is; one loaded
@@ -124,17 +141,29 @@ def load_sam(
     """
     if isinstance(sam, LoadedSam):
         model = sam.model if device is None else sam.model.to(resolve_device(device))
-        return LoadedSam(model.eval(), sam.variant, sam.checkpoint_sha256)
+        return replace(sam, model=model.eval())
     if _is_module(sam):
         model = (sam if device is None else sam.to(resolve_device(device))).eval()
         _check_decoder(model)
         return LoadedSam(model, _guess_variant_name(model), "state:" + weights_sha256(model))
     target = resolve_device(device)
-    variant = resolve_variant(sam, checkpoint)
+    variant = sam if isinstance(sam, SamVariant) else resolve_variant(sam, checkpoint)
     path = resolve_checkpoint(variant, checkpoint, cache_dir=cache_dir, download=download)
     model = build_sam(variant)
     _load_weights(model, path, variant)
-    return LoadedSam(model.to(target).eval(), variant.name, file_sha256(path))
+    file_sha = file_sha256(path)
+    content = known_content_hash(file_sha)
+    if content is None:  # hashed once per file: the next load reads it from the cache
+        content = "state:" + weights_sha256(model)
+        remember_content_hash(file_sha, content)
+    return LoadedSam(
+        model.to(target).eval(),
+        variant.name,
+        content,
+        file_sha256=file_sha,
+        checkpoint=str(path.resolve()),
+        variant_config=config_to_dict(variant),
+    )
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

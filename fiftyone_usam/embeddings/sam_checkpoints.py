@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fiftyone_usam.embeddings.sam_variants import SamVariant
 from fiftyone_usam.errors import CheckpointError
+from fiftyone_usam.files import write_text_atomic
 from fiftyone_usam.settings import model_zoo_dir
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def known_content_hash(file_sha: str) -> str | None:
+    """The state-dict identity (``state:<sha256>``) of the checkpoint file with this SHA-256,
+    when it was loaded before (remembered in the cache)."""
+    known = _read_hash_cache().get(f"content:{file_sha}")
+    return str(known) if known else None
+
+
+def remember_content_hash(file_sha: str, content: str) -> None:
+    """Remembers a checkpoint file's state-dict identity (best effort)."""
+    _write_cache_entry(f"content:{file_sha}", content)
+
+
 def _verify(path: Path, variant: SamVariant) -> None:
     if variant.checkpoint_sha256 and file_sha256(path) != variant.checkpoint_sha256:
         raise CheckpointError(
@@ -171,14 +184,15 @@ def _read_hash_cache() -> dict[str, str]:
 
 
 def _remember_hash(path: Path, sha256: str) -> None:
+    _write_cache_entry(_hash_key(path.resolve()), sha256)
+
+
+def _write_cache_entry(key: str, value: str) -> None:
     """Best effort: a cache that cannot be written only costs a re-hash next time."""
     cache = _read_hash_cache()
-    cache[_hash_key(path.resolve())] = sha256
+    cache[key] = value
     target = _hash_cache_file()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=0))
-        os.replace(tmp, target)
+        write_text_atomic(target, json.dumps(cache, indent=0))
     except OSError as e:
         logger.debug("cannot write the checksum cache %s: %s", target, e)

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from fiftyone_usam.embeddings.shards import (
 )
 from fiftyone_usam.errors import ConfigError, StoreError
 from fiftyone_usam.files import remove_stale_temp_files, write_text_atomic
+
+if TYPE_CHECKING:
+    from fiftyone_usam.embeddings.sam_backend import LoadedSam
 
 logger = logging.getLogger(__name__)
 
@@ -353,3 +357,27 @@ def spec_at(path: str | Path) -> StoreSpec | None:
             f"{folder} exists and is not an EmbeddingStore: choose an empty or new directory"
         )
     return None
+
+
+SAM_RECORD = "sam.json"
+
+
+def write_sam_record(path: str | Path, sam: LoadedSam) -> None:
+    """Records beside a store's spec where its SAM came from (checkpoint path and variant
+    settings), so a head trained on the store can find that SAM again by itself. A SAM passed
+    in already built has no such record."""
+    if sam.checkpoint is None:
+        return
+    record = {"checkpoint": sam.checkpoint, "variant": sam.variant_config}
+    target = Path(path) / SAM_RECORD
+    if not target.is_file() or json.loads(target.read_text() or "{}") != record:
+        write_text_atomic(target, json.dumps(record, indent=2))
+
+
+def read_sam_record(path: str | Path) -> dict[str, Any]:
+    """What `write_sam_record` wrote for the store at ``path`` (``{}`` if nothing)."""
+    try:
+        record = json.loads((Path(path) / SAM_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -128,7 +128,8 @@ def locate_store(
 
     1. ``store`` when given (it need not exist yet);
     2. the newest store recorded on the dataset whose directory holds a store and whose spec
-       matches ``spec`` (a `StoreSpec`: equal; a mapping: those fields equal; None: any), and,
+       matches ``spec`` (a `StoreSpec`: equal; a mapping: those fields equal, or in the set
+       given for a field; None: any), and,
        with ``complete``, that holds every sample of ``view``;
     3. with ``default`` and a `StoreSpec`: the default location for that spec, or a folder beside
        it when the default holds another SAM's store (e.g. the same variant, other weights);
@@ -163,7 +164,12 @@ def find_store(dataset: fo.Dataset | fo.DatasetView, spec: StoreSpec | None = No
 def _matches(recorded: Mapping[str, Any], spec: StoreSpec | Mapping[str, Any] | None) -> bool:
     if spec is None or isinstance(spec, StoreSpec):
         return True  # a StoreSpec is compared with the store's own spec.json
-    return all(recorded.get(name) == value for name, value in spec.items())
+    return all(
+        recorded.get(name) in value
+        if isinstance(value, (set, frozenset))
+        else recorded.get(name) == value
+        for name, value in spec.items()
+    )
 
 
 HEADS_KEY = "usam_heads"

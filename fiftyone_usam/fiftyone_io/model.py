@@ -12,6 +12,7 @@ field's ``mask_targets`` and records the run on the dataset. Images are read wit
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
 from fiftyone_usam.embeddings.proposals import MaskProposals
 from fiftyone_usam.embeddings.sam_backend import weights_sha256
 from fiftyone_usam.embeddings.store import EmbeddingStore
+from fiftyone_usam.errors import ImageLoadError, StoreError
 from fiftyone_usam.fiftyone_io.datasets import locate_store
 from fiftyone_usam.fiftyone_io.writer import record_run, sample_labels, set_field_mask_targets
 from fiftyone_usam.head.checkpoint import resolve_head
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
     import fiftyone as fo
     import numpy as np
     import torch
+
+
+logger = logging.getLogger(__name__)
 
 
 def load_model(
@@ -140,19 +145,29 @@ class USAMModel(fom.Model, fom.SamplesMixin):
         """The classes predicted (``mask_targets`` 1..C)."""
         return tuple(self.predictor.classes)
 
-    def predict(self, arg: np.ndarray, sample: fo.Sample | None = None) -> dict[str, Any]:
+    def predict(self, arg: np.ndarray, sample: fo.Sample | None = None) -> dict[str, Any] | None:
         """Labels one image (FiftyOne's reading of it is used only without a sample)."""
         return self.predict_all([arg], samples=None if sample is None else [sample])[0]
 
     def predict_all(
         self, args: list[np.ndarray], samples: list[fo.Sample] | None = None
-    ) -> list[dict[str, Any]]:
-        """Labels a batch of images; returns the three output values per image."""
+    ) -> list[dict[str, Any] | None]:
+        """Labels a batch of images; returns the three output values per image (None for an
+        image that could not be labelled)."""
         if samples is None:
             proposals = self._sam().extract(list(args))
             return [self._labels(p, "") for p in proposals]
         self._remember(samples[0])
-        return [self._labels(self._proposals(sample), sample.id) for sample in samples]
+        return [self._sample_labels(sample) for sample in samples]
+
+    def _sample_labels(self, sample: fo.Sample) -> dict[str, Any] | None:
+        """One sample's labels; None (nothing written) when its image cannot be labelled, so
+        one bad image costs only itself and not its whole batch."""
+        try:
+            return self._labels(self._proposals(sample), sample.id)
+        except (ImageLoadError, StoreError, ValueError) as e:
+            logger.warning("sample %s not labelled: %s", sample.id, e)
+            return None
 
     def __exit__(self, *args: Any) -> None:
         """Sets ``mask_targets`` of the semantic field written and records the run."""

@@ -11,8 +11,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fiftyone_usam.config import config_from_dict
 from fiftyone_usam.embeddings.extractor import spec_for
 from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
+from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS, SamVariant
 from fiftyone_usam.embeddings.store import StoreSpec
 from fiftyone_usam.errors import StoreError
 from fiftyone_usam.head.classifier import Head
@@ -74,8 +76,36 @@ def sam_for_spec(
     if sam is None and checkpoint is None:
         sam = spec.sam_variant
     loaded = load_sam(sam, checkpoint, device=device)
-    check_spec(spec_for(loaded, spec.points_per_side), spec)
+    check_spec(spec_for(loaded, spec.points_per_side, like=spec), spec)
     return loaded
+
+
+def recorded_sam(head: Head) -> tuple[str | SamVariant, str | None]:
+    """The SAM a head's training store was embedded with, as ``(variant, checkpoint)``.
+
+    From the record the store kept (checkpoint path and variant settings); an official variant
+    whose recorded file is gone falls back to its official checkpoint (found or downloaded).
+
+    Raises:
+        StoreError: a custom SAM whose recorded checkpoint no longer exists, saying where it
+            looked and what to pass.
+    """
+    assert head.store_spec is not None
+    name = head.store_spec.sam_variant
+    record = head.provenance.get("sam") or {}
+    path = record.get("checkpoint")
+    if path and Path(path).is_file():
+        settings = record.get("variant")
+        variant = config_from_dict(SamVariant, settings) if settings else name
+        return variant, str(path)
+    if name in OFFICIAL_VARIANTS:
+        return name, None
+    looked = f" (its checkpoint was {path}, which no longer exists)" if path else ""
+    raise StoreError(
+        f"this head was trained on embeddings of the custom SAM variant {name!r}{looked}: pass "
+        "that SAM's weights with --checkpoint (and its variant with --sam or a <stem>.json "
+        "beside the checkpoint)"
+    )
 
 
 def sam_for_head(
@@ -119,7 +149,7 @@ def sam_for_head(
         return loaded, points_per_side
     spec = head.store_spec
     if sam is None and checkpoint is None:
-        sam = spec.sam_variant
+        sam, checkpoint = recorded_sam(head)
     loaded = load_sam(sam, checkpoint, device=device)
-    head.check_compatible(spec_for(loaded, spec.points_per_side))
+    head.check_compatible(spec_for(loaded, spec.points_per_side, like=spec))
     return loaded, spec.points_per_side

@@ -20,9 +20,19 @@ from fiftyone_usam.devices import Precision
 from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor, spec_for
 from fiftyone_usam.embeddings.proposals import MaskProposals
 from fiftyone_usam.embeddings.sam_backend import load_sam
-from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
+from fiftyone_usam.embeddings.store import (
+    EmbeddingStore,
+    StoreSpec,
+    spec_at,
+    write_sam_record,
+)
 from fiftyone_usam.errors import ImageLoadError
-from fiftyone_usam.fiftyone_io.datasets import locate_store, record_store, resolve_view
+from fiftyone_usam.fiftyone_io.datasets import (
+    default_store_path,
+    locate_store,
+    record_store,
+    resolve_view,
+)
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS, load_rgb
 from fiftyone_usam.progress import Progress, ProgressCallback
 
@@ -115,8 +125,13 @@ def embed(
     started = time.perf_counter()
     view = resolve_view(dataset, view_tag)
     loaded = load_sam(sam, checkpoint, device=device)
-    spec = spec_for(loaded, points_per_side)
-    target = EmbeddingStore.create(locate_store(view, spec, store, default=True), spec)  # type: ignore[arg-type]
+    fresh = spec_for(loaded, points_per_side)
+    like = spec_at(store if store is not None else default_store_path(view.dataset_name, fresh))
+    spec = spec_for(loaded, points_per_side, like=like)
+    path = locate_store(view, spec, store, default=True)
+    assert path is not None  # with default=True and a StoreSpec, always a path
+    target = EmbeddingStore.create(path, spec)
+    write_sam_record(target.path, loaded)
     target.remove_stale_temp_files()
     ids, paths = view.values(["id", "filepath"])
     files = dict(zip(ids, paths, strict=True))

@@ -16,6 +16,7 @@ from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.fiftyone_io.labeling import ProposalLabeler, label_view
 from fiftyone_usam.fiftyone_io.writer import output_fields, plan_writes
 from fiftyone_usam.head.classifier import Head
+from fiftyone_usam.images import DEFAULT_MAX_PIXELS
 from fiftyone_usam.progress import ProgressCallback
 from fiftyone_usam.stages.proposals import ensure_embeddings
 
@@ -70,6 +71,8 @@ class ProposalSource:
         sam, checkpoint: SAM for samples the store lacks.
         device: torch device for SAM.
         batch_size: images per SAM encoder call.
+        shard_size: images per store shard written.
+        max_pixels: larger images fail on their own, undecoded.
     """
 
     wanted: Head | StoreSpec
@@ -78,6 +81,8 @@ class ProposalSource:
     checkpoint: str | Path | None = None
     device: str | torch.device | None = None
     batch_size: int = 4
+    shard_size: int = 16
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
 def label_samples(
@@ -124,6 +129,8 @@ def label_samples(
             checkpoint=source.checkpoint,
             device=source.device,
             batch_size=source.batch_size,
+            shard_size=source.shard_size,
+            max_pixels=source.max_pixels,
             progress=progress,
         )
         report.store = Path(store.path)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.embeddings.extractor import spec_for
 from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
-from fiftyone_usam.embeddings.sam_checkpoints import file_sha256
+from fiftyone_usam.embeddings.sam_checkpoints import file_sha256, known_content_hash
 from fiftyone_usam.embeddings.sam_variants import resolve_variant
 from fiftyone_usam.evaluation.report import EvaluationReport
 from fiftyone_usam.fiftyone_io.datasets import locate_store, root_dataset
@@ -49,16 +49,25 @@ class SamCache:
             self._loaded = load_sam(self.sam, self.checkpoint, device=self.device)
         return self._loaded
 
-    def weights_sha256(self) -> str | None:
-        """The weights' hash: of the named checkpoint file, else of the variant's official
-        checkpoint (None for a custom variant without a file: any store of it is taken)."""
+    def identities(self) -> frozenset[str] | None:
+        """The hashes a store of these weights may record, known without loading SAM: the
+        checkpoint file's (of the named file, else the variant's official one) and, once it was
+        loaded before, its state-dict identity. None for a custom variant without a file (any
+        store of it is taken)."""
         if self._loaded is not None:
-            return self._loaded.checkpoint_sha256
-        if not self.checkpoint:
-            return self.official_sha256
-        if self._sha256 is None:  # hashed once per run (GBs for vit_h)
-            self._sha256 = file_sha256(Path(self.checkpoint).expanduser())
-        return self._sha256
+            return frozenset(
+                s for s in (self._loaded.checkpoint_sha256, self._loaded.file_sha256) if s
+            )
+        if self.checkpoint:
+            if self._sha256 is None:  # hashed once per run (GBs for vit_h)
+                self._sha256 = file_sha256(Path(self.checkpoint).expanduser())
+            file_sha: str | None = self._sha256
+        else:
+            file_sha = self.official_sha256
+        if file_sha is None:
+            return None
+        content = known_content_hash(file_sha)
+        return frozenset(s for s in (file_sha, content) if s)
 
 
 def training_images_step(
@@ -111,9 +120,9 @@ def embed_step(
 ) -> tuple[Path, bool, str]:
     """Reuses a complete recorded store of the same SAM and grid, else embeds what is missing."""
     wanted: dict[str, Any] = {"sam_variant": sam.variant, "points_per_side": points_per_side}
-    sha = sam.weights_sha256()
-    if sha is not None:
-        wanted["checkpoint_sha256"] = sha
+    identities = sam.identities()
+    if identities is not None:
+        wanted["checkpoint_sha256"] = identities
     found = locate_store(view, wanted, complete=True)
     if found is not None:
         return found, False, f"{len(view)} samples already in {found}"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fiftyone_usam.embeddings.sam_backend import weights_sha256
 from fiftyone_usam.fiftyone_io.datasets import resolve_view
 from fiftyone_usam.head.checkpoint import resolve_head
+from fiftyone_usam.images import DEFAULT_MAX_PIXELS
 from fiftyone_usam.inference.predictor import (
     DEFAULT_NMS_IOU,
     Granularity,
@@ -53,6 +54,8 @@ def predict(
     mask_dir: str | Path | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 4,
+    shard_size: int = 16,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     progress: bool | ProgressCallback | None = None,
 ) -> PredictReport:
     """Labels the samples of a view with a trained head.
@@ -78,6 +81,8 @@ def predict(
         mask_dir: write masks as PNG files here instead of into the sample documents.
         device: torch device for SAM and the head.
         batch_size: images per SAM encoder call, when SAM runs.
+        shard_size: images per store shard, when SAM runs.
+        max_pixels: when SAM runs, an image of more pixels fails on its own, undecoded.
         progress: a progress bar (True/False; None follows FiftyOne), or ``(done, total)``
             callback.
 
@@ -98,7 +103,9 @@ def predict(
         field=field,
         settings=settings,
         details={"head": head_path},
-        source=ProposalSource(model, store, sam, checkpoint, device, batch_size),
+        source=ProposalSource(
+            model, store, sam, checkpoint, device, batch_size, shard_size, max_pixels
+        ),
         overwrite=overwrite,
         mask_dir=mask_dir,
         progress=progress,

@@ -16,6 +16,7 @@ from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.fiftyone_io.datasets import locate_store
 from fiftyone_usam.head.classifier import Head
+from fiftyone_usam.images import DEFAULT_MAX_PIXELS
 from fiftyone_usam.inference.sam_match import check_spec, sam_for_head, sam_for_spec
 from fiftyone_usam.progress import ProgressCallback
 from fiftyone_usam.stages.embed import embed
@@ -65,6 +66,8 @@ def ensure_embeddings(
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 4,
+    shard_size: int = 16,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     progress: bool | ProgressCallback | None = None,
 ) -> tuple[EmbeddingStore, dict[str, str], bool]:
     """Makes sure the view's samples are in an EmbeddingStore that fits ``wanted``.
@@ -74,7 +77,8 @@ def ensure_embeddings(
         wanted: a trained head (the store must fit it), or the spec of the proposals wanted.
         store: the store to read (and add to); default: the store recorded on the dataset with
             the wanted spec, else a new one at the default location.
-        sam, checkpoint, device, batch_size: for embedding samples the store lacks.
+        sam, checkpoint, device, batch_size, shard_size, max_pixels: for embedding the samples
+            the store lacks, or whose image file changed since they were embedded.
         progress: for that embedding.
 
     Returns:
@@ -93,7 +97,9 @@ def ensure_embeddings(
             check_spec(opened.spec, wanted)
         else:
             wanted.check_compatible(opened.spec)
-        missing = [i for i in view.values("id") if i not in opened]
+        ids, paths = view.values(["id", "filepath"])
+        changed = set(opened.changed_files(dict(zip(ids, paths, strict=True))))
+        missing = [i for i in ids if i not in opened or i in changed]
         if not missing:
             return opened, {}, False
         logger.info("%d sample(s) are not in %s yet: running SAM on them", len(missing), path)
@@ -109,6 +115,8 @@ def ensure_embeddings(
         sam=loaded,
         points_per_side=points,
         batch_size=batch_size,
+        shard_size=shard_size,
+        max_pixels=max_pixels,
         progress=progress,
     )
     return EmbeddingStore.open(report.store), report.failed, True

@@ -5,6 +5,8 @@ Writes ``<out>/teacher`` and/or ``<out>/student`` checkpoints and records them o
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -12,14 +14,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fiftyone_usam.config import load_config
-from fiftyone_usam.embeddings.store import EmbeddingStore
-from fiftyone_usam.errors import CheckpointError, StoreError
-from fiftyone_usam.fiftyone_io.datasets import HEADS_KEY, find_store, record_entry, resolve_view
+from fiftyone_usam.config import config_to_dict, load_config
+from fiftyone_usam.embeddings.store import EmbeddingStore, read_sam_record
+from fiftyone_usam.errors import CheckpointError, StoreError, USAMError
+from fiftyone_usam.fiftyone_io.datasets import (
+    HEADS_KEY,
+    default_head_path,
+    find_store,
+    record_entry,
+    resolve_view,
+)
 from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
 from fiftyone_usam.fiftyone_io.training_set import load_training_set
 from fiftyone_usam.head.checkpoint import load_head, save_head
 from fiftyone_usam.head.config import Stage, TrainConfig, with_overrides
+from fiftyone_usam.head.layout import read_metadata
 from fiftyone_usam.head.model import HeadConfig
 from fiftyone_usam.head.train import fit_head
 from fiftyone_usam.ontology import load_ontology
@@ -47,6 +56,8 @@ class TrainReport:
         num_images: images trained on (training and held-out together).
         skipped: sample id -> why it was left out.
         metrics: stage -> training figures (losses, bag accuracies, epochs, seconds).
+        already_trained: a head with the same training inputs and settings was in ``out``, so
+            nothing was trained.
         seconds: wall time of the run.
     """
 
@@ -56,10 +67,16 @@ class TrainReport:
     num_images: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    already_trained: bool = False
     seconds: float = 0.0
 
     def summary(self) -> str:
         """A few lines for people."""
+        if self.already_trained:
+            return (
+                f"{self.out} already holds a head trained on the same {self.num_images} images, "
+                "store and settings: nothing to do (pass --overwrite to train it again)"
+            )
         lines = [
             f"trained on {self.num_images} images of {len(self.classes)} classes "
             f"({', '.join(self.classes)}), {len(self.skipped)} skipped ({self.seconds:.1f} s)"
@@ -90,6 +107,7 @@ def train_head(
     device: str | None = None,
     config: TrainConfig | str | Path | None = None,
     head_config: HeadConfig | str | Path | None = None,
+    overwrite: bool = False,
     progress: bool | ProgressCallback | None = None,
 ) -> TrainReport:
     """Trains U-SAM's head: an MIL teacher, then a student distilled with the uncertainty loss.
@@ -116,6 +134,8 @@ def train_head(
         device: overrides ``config.device`` (default: CUDA if available, else the CPU).
         config: a `TrainConfig` or a JSON/YAML file of its settings.
         head_config: a `HeadConfig` or a JSON/YAML file of its settings.
+        overwrite: train even when ``out`` holds a head trained on the same images, labels,
+            store and settings (otherwise that head is kept and nothing is trained).
         progress: a progress bar (True/False; None follows FiftyOne's ``show_progress_bars``),
             or a callable receiving ``(epochs done, epochs in all stages)``.
 
@@ -143,9 +163,16 @@ def train_head(
         "store": str(Path(data.store).resolve()),
         "num_images": len(data.sample_ids),
         "num_skipped": len(data.skipped),
+        "sam": read_sam_record(data.store),  # where its SAM came from, for predict to find it
+        "training_key": _training_key(data, train_config, shape),
     }
     report = TrainReport(target, classes=data.classes, num_images=len(data.sample_ids))
     report.skipped = data.skipped
+    if not overwrite and _already_trained(target, train_config, provenance["training_key"]):
+        report.already_trained = True
+        report.seconds = time.perf_counter() - started
+        logger.info("train: %s", report.summary())
+        return report
     _fit_and_save(data, train_config, shape, target, provenance, report, progress)
     _record(view, report, label_field)
     report.seconds = time.perf_counter() - started
@@ -153,11 +180,29 @@ def train_head(
     return report
 
 
-def default_head_path(dataset_name: str) -> Path:
-    """Where a dataset's head goes when no ``out`` is given."""
-    import fiftyone as fo
+def _training_key(data: TrainingSet, config: TrainConfig, shape: HeadConfig) -> str:
+    """A hash of everything a head is trained from: images, labels, classes, the store's spec
+    and the settings (the device aside: it does not change what is learnt on the CPU)."""
+    settings = {k: v for k, v in config_to_dict(config).items() if k != "device"}
+    key = {
+        "images": list(data.sample_ids),
+        "labels": data.labels.tolist(),
+        "classes": list(data.classes),
+        "spec": config_to_dict(data.spec),
+        "train": settings,
+        "head": config_to_dict(shape),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
-    return Path(fo.config.default_dataset_dir).expanduser() / "usam" / dataset_name / "head"
+
+def _already_trained(out: Path, config: TrainConfig, key: str) -> bool:
+    """Whether ``out`` holds the last stage this run would train, trained with ``key``."""
+    last = "teacher" if config.stage == "teacher" else "student"
+    try:
+        _, metadata = read_metadata(out / last)
+    except USAMError:
+        return False
+    return (metadata.get("provenance") or {}).get("training_key") == key
 
 
 def _fit_and_save(

@@ -102,8 +102,11 @@ def test_teacher_then_student_in_two_runs(embedded_training_dataset, tmp_path):
     assert set(second.checkpoints) == {"student"}
     student = load_head(tmp_path / "h")
     assert student.stage == "student" and set(student.metrics) == {"teacher", "student"}
-    # a new teacher makes the old student stale: it is removed
-    train_head(dataset, store=store, out=tmp_path / "h", stage="teacher", **QUICK)
+    # the same teacher again is a no-op; a new teacher makes the old student stale: removed
+    again = train_head(dataset, store=store, out=tmp_path / "h", stage="teacher", **QUICK)
+    assert again.already_trained and not again.checkpoints
+    assert load_head(tmp_path / "h").stage == "student"
+    train_head(dataset, store=store, out=tmp_path / "h", stage="teacher", overwrite=True, **QUICK)
     assert load_head(tmp_path / "h").stage == "teacher"
 
 

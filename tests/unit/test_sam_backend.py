@@ -19,7 +19,10 @@ def test_load_from_checkpoint_with_config_beside_it(tiny_checkpoint, tiny_sam):
     loaded = load_sam(None, tiny_checkpoint, device="cpu")
     assert isinstance(loaded, LoadedSam)
     assert loaded.variant == "tiny" and loaded.image_size == 256
-    assert loaded.checkpoint_sha256 == file_sha256(tiny_checkpoint)
+    assert loaded.file_sha256 == file_sha256(tiny_checkpoint)
+    # the identity is the weights' content: the same as for the same weights built in memory
+    assert loaded.checkpoint_sha256 == load_sam(tiny_sam, device="cpu").checkpoint_sha256
+    assert loaded.same_weights(file_sha256(tiny_checkpoint))
     for name, tensor in tiny_sam.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], tensor), name
     assert not loaded.model.training
