@@ -40,7 +40,8 @@ def load_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> n
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageLoadError(_too_large(path, width, height, max_pixels))
             image.load()  # decode now, so truncated files fail here
-            return to_rgb(ImageOps.exif_transpose(image))
+            ImageOps.exif_transpose(image, in_place=True)  # no copy of a large photo
+            return to_rgb(image)
     except FileNotFoundError:
         raise ImageLoadError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
@@ -69,7 +70,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _scale_to_uint8(values: np.ndarray) -> np.ndarray:

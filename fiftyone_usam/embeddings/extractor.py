@@ -160,17 +160,26 @@ class MaskEmbeddingExtractor:
         points = grid_points_for_image(self.points_per_side, h, w)
         coords = sam_backend.transform_coords(points, (h, w), self.sam.image_size)
         coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[:, None, :]
-        parts = [
-            self._decode_points(features, coords_t[start : start + self.points_per_batch])
-            for start in range(0, len(points), self.points_per_batch)
-        ]
-        low_res = torch.cat([p[0] for p in parts])
-        iou = torch.cat([p[1] for p in parts])
-        tokens = torch.cat([p[2] for p in parts]).reshape(len(points), EMBEDDING_DIM)
-        rles, stability = self._full_resolution_masks(low_res.float(), (h, w))
+        rles: list[bytes] = []
+        ious, token_parts, stabilities = [], [], []
+        for start in range(0, len(points), self.points_per_batch):
+            # each chunk's masks are encoded before the next is decoded: memory stays that of
+            # one chunk whatever the grid
+            low_res, iou, tokens = self._decode_points(
+                features, coords_t[start : start + self.points_per_batch]
+            )
+            chunk_rles, chunk_stability = self._full_resolution_masks(low_res.float(), (h, w))
+            rles.extend(chunk_rles)
+            ious.append(iou.float().cpu())
+            token_parts.append(tokens.to(torch.float16).cpu())
+            stabilities.append(chunk_stability)
+            del low_res
+        tokens = torch.cat(token_parts).reshape(len(points), EMBEDDING_DIM)
+        iou = torch.cat(ious)
+        stability = np.concatenate(stabilities)
         return MaskProposals(
-            embeddings=tokens.to(torch.float16).cpu().numpy(),
-            iou_predictions=iou.float().cpu().numpy(),
+            embeddings=tokens.numpy(),
+            iou_predictions=iou.numpy(),
             stability_scores=stability,
             points=points.astype(np.float32),
             image_size=(h, w),
