@@ -151,13 +151,9 @@ def _eval_key_error(dataset, params):
     key = params.get("eval_key") or f"{pred.removesuffix('_semantic')}_eval"
     if not key.isidentifier():
         return f"invalid evaluation key {key!r}: use letters, digits and underscores"
-    existing = [k for k in (key, f"{key}_det") if k in dataset.list_evaluations()]
-    if existing and not params.get("overwrite"):
-        return (
-            f"the dataset already has the evaluation {existing[0]!r}: tick Redo an existing "
-            "evaluation, or choose another evaluation key"
-        )
-    return None
+    from fiftyone_usam.fiftyone_io.evaluation_records import existing_evaluation
+
+    return existing_evaluation(dataset, key, f"{key}_det", bool(params.get("overwrite")))
 
 
 def _pct(value):

@@ -19,8 +19,7 @@ from fiftyone_usam.embeddings.sam_variants import (
     variant_config_path,
 )
 from fiftyone_usam.errors import USAMError
-from fiftyone_usam.fiftyone_io.labels import mask_targets
-from fiftyone_usam.fiftyone_io.writer import output_fields
+from fiftyone_usam.fiftyone_io.writer import held_classes, output_fields
 from fiftyone_usam.ontology import load_ontology
 from fiftyone_usam.sources.jobs import check_image_size, check_prompt
 from fiftyone_usam.sources.pipelines import check_source
@@ -154,11 +153,10 @@ def other_classes(dataset, field, classes):
     """The classes a prefix's semantic field holds when they are not ``classes``, else None."""
     if dataset is None or field_prefix_error(field):
         return None
-    semantic = output_fields(field)["semantic"]
-    targets = dataset.mask_targets.get(semantic) if dataset.has_field(semantic) else None
-    if not targets or {int(k): v for k, v in targets.items()} == mask_targets(classes):
+    held = held_classes(dataset, field, tuple(classes))
+    if held is None or not dataset.has_field(output_fields(field)["semantic"]):
         return None
-    return [v for k, v in sorted(targets.items(), key=lambda kv: int(kv[0])) if int(k) != 0]
+    return [name for label, name in held.items() if label != 0]
 
 
 def collision_error(ctx, field, classes, *, overwrite):

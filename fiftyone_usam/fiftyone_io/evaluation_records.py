@@ -17,6 +17,19 @@ if TYPE_CHECKING:
 EVALUATIONS_KEY = "usam_evaluations"
 
 
+def existing_evaluation(dataset: fo.Dataset, key: str, det_key: str, overwrite: bool) -> str | None:
+    """What is wrong with evaluating under ``key`` (it exists and no ``overwrite``), or None;
+    reads only, so the App's form can ask as it is filled in."""
+    existing = [k for k in (key, det_key) if k in dataset.list_evaluations()]
+    if existing and not overwrite:
+        return (
+            f"dataset {dataset.name!r} already has the evaluation {existing[0]!r}: redo it "
+            "(--overwrite; in the App, Redo an existing evaluation), or choose another "
+            "evaluation key"
+        )
+    return None
+
+
 def check_key(dataset: fo.Dataset, key: str, det_key: str, overwrite: bool) -> None:
     """Refuses an existing evaluation unless ``overwrite`` (then deletes it and the fields it
     wrote); refuses to touch a field with one of our derived names that another wrote.
@@ -27,12 +40,10 @@ def check_key(dataset: fo.Dataset, key: str, det_key: str, overwrite: bool) -> N
     """
     if not key.isidentifier():
         raise ConfigError(f"invalid eval_key {key!r}: use letters, digits and underscores")
+    problem = existing_evaluation(dataset, key, det_key, overwrite)
+    if problem:
+        raise FieldExistsError(problem)
     existing = [k for k in (key, det_key) if k in dataset.list_evaluations()]
-    if existing and not overwrite:
-        raise FieldExistsError(
-            f"dataset {dataset.name!r} already has the evaluation {existing[0]!r}: pass "
-            "--overwrite to redo it, or choose another --eval-key"
-        )
     entries = dataset.info.get(EVALUATIONS_KEY, [])
     entry: dict[str, Any] = next((e for e in entries if e.get("eval_key") == key), {})
     ours = set(entry.get("derived_fields", []))

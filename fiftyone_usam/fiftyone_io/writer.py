@@ -72,11 +72,11 @@ def plan_writes(
     ids = view.values("id")
     if not existing:
         return ids
-    targets = dataset.mask_targets.get(names["semantic"])
-    if targets and {int(k): v for k, v in targets.items()} != mask_targets(classes):
+    held = held_classes(dataset, field, classes)
+    if held is not None:
         if not (overwrite and len(ids) == len(dataset)):
             raise FieldExistsError(
-                f"field {names['semantic']!r} holds the classes {list(targets.values())}, this "
+                f"field {names['semantic']!r} holds the classes {list(held.values())}, this "
                 f"head predicts {list(classes)}: write to another --field, or pass --overwrite "
                 "on the whole dataset to replace the old predictions everywhere"
             )
@@ -96,6 +96,18 @@ def plan_writes(
         + (" from a run with other settings" if run is not None else "")
         + ": pass --overwrite to replace them, or choose another --field"
     )
+
+
+def held_classes(
+    dataset: fo.Dataset, field: str, classes: tuple[str, ...]
+) -> dict[int, str] | None:
+    """The ``mask_targets`` of the prefix's semantic field when they are not those of
+    ``classes`` (which `plan_writes` then refuses to mix with); None when they are, or unset."""
+    targets = dataset.mask_targets.get(output_fields(field)["semantic"])
+    if not targets:
+        return None
+    held = {int(k): v for k, v in sorted(targets.items(), key=lambda kv: int(kv[0]))}
+    return None if held == mask_targets(classes) else held
 
 
 def _check_field_types(
