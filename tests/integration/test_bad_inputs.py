@@ -380,3 +380,26 @@ def test_predict_takes_the_shard_size(make_dataset, image_files, tiny_head, tmp_
         target, head=tiny_head, store=tmp_path / "s", shard_size=1, **KEEP_ALL, progress=False
     )
     assert len(list((tmp_path / "s" / "shards").glob("*.safetensors"))) == 3
+
+
+# -- 5. the mask decoder takes the grid in chunks, so its memory does not grow with it ------
+
+
+def test_the_decoder_sees_at_most_points_per_batch_prompts(tiny_sam):
+    from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
+    from fiftyone_usam.embeddings.sam_backend import load_sam
+    from fiftyone_usam.testing.scenes import scene
+
+    sam = load_sam(tiny_sam, device="cpu")
+    seen = []
+    handle = sam.model.mask_decoder.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["sparse_prompt_embeddings"].shape[0]),
+        with_kwargs=True,
+    )
+    try:
+        (found,) = MaskEmbeddingExtractor(sam, points_per_side=8, points_per_batch=10).extract(
+            [scene(40, 50, 0)]
+        )
+    finally:
+        handle.remove()
+    assert seen == [10] * 6 + [4] and found.embeddings.shape == (64, 1024)
