@@ -69,11 +69,12 @@ def save_image_atomic(path: str | Path, image: Image.Image, format: str = "PNG")
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
+def atomic_dir(target: str | Path, *, fsync: bool = False) -> Iterator[Path]:
     """Yields a temporary folder to fill; on success it replaces the folder ``target``.
 
     An old ``target`` is moved aside first and deleted after the new one is in place, so at every
-    moment either the old or the new folder is whole.
+    moment either the old or the new folder is whole. With ``fsync`` the rename reaches the disk
+    (the parent folder is flushed) before the old folder is deleted.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,8 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             old = temp_path(target)
             os.replace(target, old)
         os.replace(tmp, target)
+        if fsync:
+            _fsync_dir(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -97,6 +100,14 @@ def fsync_files(folder: Path, names: tuple[str, ...]) -> None:
     for name in names:
         with open(folder / name, "rb") as f:
             os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temp_files(

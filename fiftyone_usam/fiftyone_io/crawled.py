@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fiftyone_usam.fiftyone_io.training_dataset import LABEL_FIELD
+from fiftyone_usam.fiftyone_io.training_dataset import LABEL_FIELD, training_sample
 from fiftyone_usam.sources.collector import KeptImage
 
 if TYPE_CHECKING:
@@ -53,19 +53,15 @@ def remember_rejections(dataset: fo.Dataset, rejected: dict[str, str]) -> None:
 
 
 def _sample(kept: KeptImage) -> fo.Sample:
-    import fiftyone as fo
-
     image = kept.image
-    return fo.Sample(
-        filepath=str(kept.path),
-        metadata=fo.ImageMetadata(
-            width=image.width,
-            height=image.height,
-            num_channels=image.num_channels,
-            mime_type=image.mime_type,
-            size_bytes=len(image.data),
-        ),
-        **{LABEL_FIELD: fo.Classification(label=kept.label)},
+    return training_sample(
+        kept.path,
+        kept.label,
+        width=image.width,
+        height=image.height,
+        num_channels=image.num_channels,
+        mime_type=image.mime_type,
+        size_bytes=len(image.data),
         source=SOURCE,
         source_url=kept.url,
         query=kept.query,

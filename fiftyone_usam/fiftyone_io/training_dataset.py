@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.fiftyone_io.datasets import root_dataset
+from fiftyone_usam.fiftyone_io.datasets import root_dataset, usam_dir
 from fiftyone_usam.ontology import Ontology, load_ontology, ontology_from_dict
 
 if TYPE_CHECKING:
@@ -155,9 +155,36 @@ def resolve_ontology(classes: Any | None, dataset: str) -> Ontology:
 
 def default_images_dir(dataset_name: str) -> Path:
     """Where a dataset's images go when no folder is named: beside FiftyOne's dataset files."""
+    return usam_dir(dataset_name) / "images"
+
+
+def training_sample(
+    path: Path,
+    label: str,
+    *,
+    width: int,
+    height: int,
+    num_channels: int,
+    mime_type: str,
+    size_bytes: int,
+    **provenance: Any,
+) -> fo.Sample:
+    """A training image as a sample: its metadata, its class (``ground_truth``) and where it
+    came from (``source`` and the source's own fields)."""
     import fiftyone as fo
 
-    return Path(fo.config.default_dataset_dir).expanduser() / "usam" / dataset_name / "images"
+    return fo.Sample(
+        filepath=str(path),
+        metadata=fo.ImageMetadata(
+            width=width,
+            height=height,
+            num_channels=num_channels,
+            mime_type=mime_type,
+            size_bytes=size_bytes,
+        ),
+        **{LABEL_FIELD: fo.Classification(label=label)},
+        **provenance,
+    )
 
 
 def record_run(dataset: fo.Dataset, kind: str, settings: dict[str, Any], summary: str) -> None:

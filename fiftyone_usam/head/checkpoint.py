@@ -21,7 +21,6 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,12 @@ def save_head(head: Head, path: str | Path) -> Path:
 
     target = Path(path).expanduser()
     _refuse_foreign(target)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, fsync=True) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in head.model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         metadata = _metadata(head, _sha256(tmp / WEIGHTS))
         (tmp / METADATA).write_text(json.dumps(metadata, indent=2))
         fsync_files(tmp, (WEIGHTS, METADATA))
-    _fsync_dir(target.parent)
     return target
 
 
@@ -173,14 +171,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _jsonable(value: Any) -> Any:

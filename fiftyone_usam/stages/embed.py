@@ -142,7 +142,7 @@ def embed(
     if changed:
         logger.warning(
             "%d sample(s) whose image file changed since they were embedded are embedded "
-            "again: %s", len(changed), ", ".join(sorted(changed)[:10]),
+            "again: %s", len(changed), ", ".join(report.changed[:10]),
         )  # fmt: skip
     extractor = MaskEmbeddingExtractor(
         loaded, points_per_side, batch_size, precision, points_per_batch=points_per_batch

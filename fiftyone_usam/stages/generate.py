@@ -28,6 +28,7 @@ from fiftyone_usam.fiftyone_io.training_dataset import (
     open_training_dataset,
     record_run,
     resolve_ontology,
+    training_sample,
 )
 from fiftyone_usam.files import remove_stale_temp_files, save_image_atomic
 from fiftyone_usam.progress import Progress, ProgressCallback
@@ -245,18 +246,14 @@ def _run(
 def _sample(
     path: Path, image: Any, job: ImageJob, config: GenerationConfig, scheduler: str
 ) -> fo.Sample:
-    import fiftyone as fo
-
-    return fo.Sample(
-        filepath=str(path),
-        metadata=fo.ImageMetadata(
-            width=image.width,
-            height=image.height,
-            num_channels=3,
-            mime_type="image/png",
-            size_bytes=path.stat().st_size,
-        ),
-        **{LABEL_FIELD: fo.Classification(label=job.label)},
+    return training_sample(
+        path,
+        job.label,
+        width=image.width,
+        height=image.height,
+        num_channels=3,
+        mime_type="image/png",
+        size_bytes=path.stat().st_size,
         source=SOURCE,
         prompt=job.prompt,
         negative_prompt=job.negative_prompt,
