@@ -16,8 +16,15 @@ issue's planted data (background shared by all classes), and class-correlated ba
 of classes share a usual background, as cows and sheep come with grass). Then the student's mask
 accuracy as the threshold margin varies, which is how the default margin was chosen.
 
+``--speed`` times training instead (no accuracy): the issue's VOC-sized set of random float16
+embeddings (4,000 images x 100 masks x 1024-d, 20 classes) for a fixed number of teacher and
+student epochs (default 22 and 38, the epochs of the run the issue timed; early stopping off),
+with the set on the training device or in host memory, and bf16 autocast or float32.
+
     python benchmarks/bench_head.py                 # 5 seeds, default head and training
     python benchmarks/bench_head.py --seeds 2 --images-per-class 20 --hidden-dim 64
+    python benchmarks/bench_head.py --speed --device cuda            # the 4,000-image set
+    python benchmarks/bench_head.py --speed --images 200 --epochs 2,2 --device cpu
 """
 
 from __future__ import annotations
@@ -163,17 +170,105 @@ def print_table(title: str, runs: list[dict[str, object]], args: argparse.Namesp
         )
 
 
+def random_set(
+    images: int, masks: int, classes: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(images, masks, 1024)` float16 standard-normal embeddings and `(images,)` labels."""
+    generator = torch.Generator().manual_seed(seed)
+    out = np.empty((images, masks, 1024), np.float16)
+    for start in range(0, images, 256):  # float32 only a chunk at a time
+        chunk = torch.randn((min(256, images - start), masks, 1024), generator=generator)
+        out[start : start + 256] = chunk.half().numpy()
+    labels = torch.randint(0, classes, (images,), generator=generator).numpy()
+    return out, labels
+
+
+def training_speed(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    epochs: tuple[int, int],
+    device: str,
+    precision: str = "auto",
+    placement: str = "auto",
+) -> dict[str, float]:
+    """Seconds to train the teacher, then the student, for exactly ``epochs`` epochs each.
+
+    Each stage's time is its whole `fit_*` call: placing the set, standardisation, the teacher's
+    logits (student), the epochs and the final metrics. Early stopping is off.
+    """
+    classes = int(labels.max()) + 1
+    targets = np.eye(classes, dtype=np.float32)[labels]
+    base = TrainConfig(device=device, precision=precision, placement=placement)  # type: ignore[arg-type]
+    out: dict[str, float] = {}
+    teacher = None
+    for stage, count in zip(("teacher", "student"), epochs, strict=True):
+        config = replace(base, epochs=count, patience=count)
+        sync(device)
+        started = time.perf_counter()
+        if stage == "teacher":
+            result = fit_teacher(embeddings, targets, config)
+            teacher = result.model
+        else:
+            assert teacher is not None
+            result = fit_student(embeddings, targets, teacher, config)
+        sync(device)
+        out[f"{stage}_seconds"] = time.perf_counter() - started
+        out["data_on_device"] = result.metrics["data_on_device"]
+        out["mixed_precision"] = result.metrics["mixed_precision"]
+    out["seconds"] = out["teacher_seconds"] + out["student_seconds"]
+    out["image_epochs_per_s"] = len(labels) * sum(epochs) / out["seconds"]
+    return out
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def speed(args: argparse.Namespace) -> None:
+    epochs = tuple(int(e) for e in args.epochs.split(","))
+    if len(epochs) != 2 or min(epochs) < 1:
+        raise SystemExit("--epochs takes two counts, teacher and student: e.g. 22,38")
+    embeddings, labels = random_set(args.images, args.masks, args.classes)
+    print(
+        f"head training speed: {args.images} images x {args.masks} masks x 1024-d float16 "
+        f"({embeddings.nbytes / 2**20:.0f} MB), {args.classes} classes, {epochs[0]} teacher + "
+        f"{epochs[1]} student epochs, device {args.device}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'placement':>9s} {'precision':>9s} {'teacher s':>9s} {'student s':>9s} {'total s':>8s}"
+    )
+    for placement, precision in (("auto", "auto"), ("auto", "fp32"), ("host", "auto")):
+        r = training_speed(embeddings, labels, epochs, args.device, precision, placement)
+        where = "device" if r["data_on_device"] else "host"
+        dtype = "bf16" if r["mixed_precision"] else "fp32"
+        print(
+            f"{where:>9s} {dtype:>9s} {r['teacher_seconds']:9.1f} {r['student_seconds']:9.1f} "
+            f"{r['seconds']:8.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--classes", type=int, default=None, help="default 4; --speed: 20")
     parser.add_argument("--images-per-class", type=int, default=40)
     parser.add_argument("--hidden-dim", type=int, default=None, help="default: HeadConfig's")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--speed", action="store_true", help="time training (see above)")
+    parser.add_argument("--images", type=int, default=4000, help="for --speed")
+    parser.add_argument("--masks", type=int, default=100, help="for --speed")
+    parser.add_argument("--epochs", default="22,38", help="for --speed: teacher,student")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.speed:
+        args.classes = args.classes or 20
+        speed(args)
+        return
+    args.classes = args.classes or 4
     shape = HeadConfig() if args.hidden_dim is None else HeadConfig(hidden_dim=args.hidden_dim)
     held = max(1, args.images_per_class // 5)
     print(

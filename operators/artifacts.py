@@ -93,7 +93,7 @@ def training_store_error(dataset, value):
     if dataset is None:
         return None
     try:
-        recorded = locate_store(dataset)
+        recorded = locate_store(dataset, masks=None)  # training reads embeddings only
     except USAMError as e:
         return str(e)
     if recorded is None:

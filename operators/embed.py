@@ -3,7 +3,11 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_usam.embeddings.extractor import MASK_ENCODINGS, MASK_MODES
+from fiftyone_usam.embeddings.fast_attention import ENCODER_ATTENTIONS
 from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS
+from fiftyone_usam.embeddings.store import spec_at
+from fiftyone_usam.errors import USAMError
 
 from .artifacts import new_store_error
 from .progress import progress_callback, usam_config
@@ -58,7 +62,12 @@ class EmbedOperator(foo.Operator):
         )
         invalidate(sam, error)
         points = params.get("points_per_side", 10)
-        invalidate(store, new_store_error(params.get("store"), variant, points))
+        masks = params.get("masks") or "full"
+        invalidate(
+            store,
+            new_store_error(params.get("store"), variant, points)
+            or _masks_error(params.get("store"), masks),
+        )
         tags = sorted(ctx.dataset.count_sample_tags()) if ctx.dataset else []
         if tags:
             inputs.enum("view_tag", tags, label="Only samples with tag (optional)")
@@ -69,8 +78,33 @@ class EmbedOperator(foo.Operator):
             label="Points per side",
             description="d = points_per_side^2 masks per image (100 in the paper).",
         )
+        inputs.enum(
+            "masks",
+            list(MASK_MODES),
+            default="full",
+            label="Masks",
+            description="full: keep SAM's masks, needed to label these images; none: only the "
+            "embeddings, about half the store, enough to train a head on these images.",
+        )
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
         inputs.int("batch_size", default=4, min=1, label="Batch size")
+        # speed only: neither changes what is stored
+        inputs.enum(
+            "encoder_attention",
+            list(ENCODER_ATTENTIONS),
+            default="auto",
+            label="Encoder attention (advanced)",
+            description="sdpa: PyTorch's fused attention, equal to reference within float "
+            "rounding; auto: sdpa on CUDA, reference elsewhere.",
+        )
+        inputs.enum(
+            "mask_encoding",
+            list(MASK_ENCODINGS),
+            default="device",
+            label="Mask encoding (advanced)",
+            description="device: the masks' run lengths found on SAM's device, only they "
+            "copied to the host; host: the masks copied and encoded there. Same bytes stored.",
+        )
         return types.Property(inputs, view=types.View(label="U-SAM: compute SAM mask embeddings"))
 
     def execute(self, ctx):
@@ -86,6 +120,9 @@ class EmbedOperator(foo.Operator):
             points_per_side=int(params.get("points_per_side") or 10),
             device=params.get("device") or None,
             batch_size=int(params.get("batch_size") or 4),
+            masks=params.get("masks") or "full",
+            encoder_attention=params.get("encoder_attention") or "auto",
+            mask_encoding=params.get("mask_encoding") or "device",
             progress=progress_callback(ctx, "images"),
         )
         ctx.ops.reload_dataset()
@@ -107,3 +144,20 @@ class EmbedOperator(foo.Operator):
 def _variant(choice):
     """The form's choice as the library's ``sam``: None lets the checkpoint's config decide."""
     return None if choice in (None, "", "custom") else choice
+
+
+def _masks_error(value, masks):
+    """An existing store holds masks or none: adding the other kind to it is refused."""
+    if not value:
+        return None
+    try:
+        found = spec_at(value)
+    except USAMError as e:
+        return str(e)
+    if found is None or found.has_masks == (masks == "full"):
+        return None
+    kept = "keeps SAM's masks" if found.has_masks else "holds no masks (embedded with masks none)"
+    return (
+        f"the store at {value} {kept}: choose masks {'full' if found.has_masks else 'none'} "
+        "to add to it, or another store directory"
+    )

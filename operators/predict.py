@@ -200,6 +200,11 @@ def _cached(dataset, spec, store):
                 f"No EmbeddingStore at {path} yet: SAM will run for these images and store "
                 "their embeddings there."
             )
+        if not found.has_masks:
+            return "error", (
+                "this store holds no masks (embedded with masks none, for training): choose a "
+                "store with masks, or leave the store empty to embed the images into one"
+            )
         diffs = compatibility_differences(spec, found) if spec else []
         if diffs:
             return "error", (

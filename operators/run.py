@@ -3,6 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_usam.embeddings.extractor import MASK_MODES
 from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS
 from fiftyone_usam.sources import SOURCES
 from fiftyone_usam.sources.engines import ENGINES
@@ -92,6 +93,14 @@ class RunOperator(foo.Operator):
         )
         invalidate(field, field_prefix_error(params.get("field", "usam")))
         invalidate(field, _existing_labels(ctx, inputs))
+        inputs.enum(
+            "training_masks",
+            list(MASK_MODES),
+            default="none",
+            label="Masks of the training images",
+            description="none: store only their embeddings, all that training reads (about "
+            "half the space); full: keep SAM's masks too. This dataset's store keeps its masks.",
+        )
         inputs.int("epochs", min=1, label="Training epochs (optional)")
         inputs.str("workdir", label="Work directory (optional)")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
@@ -122,6 +131,7 @@ class RunOperator(foo.Operator):
             epochs=params.get("epochs") or None,
             workdir=params.get("workdir") or None,
             points_per_side=int_param(params, "points_per_side", 10),
+            training_masks=params.get("training_masks") or "none",
             threshold=params.get("threshold"),
             superclasses=bool(params.get("superclasses")),
             overwrite=bool(params.get("overwrite")),

@@ -34,6 +34,13 @@ shard_size_option = click.option(
     show_default=True,
     help="Images per store shard written (the most a killed run can lose).",
 )
+label_batch_size_option = click.option(
+    "--label-batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Samples per head forward pass and per database write when labelling (1: one at a time).",
+)
 max_pixels_option = click.option(
     "--max-pixels",
     type=click.IntRange(min=1),

@@ -14,6 +14,8 @@ from fiftyone_usam.cli.common import (
     view_tag_option,
 )
 from fiftyone_usam.devices import PRECISIONS
+from fiftyone_usam.embeddings.extractor import MASK_ENCODINGS, MASK_MODES
+from fiftyone_usam.embeddings.fast_attention import ENCODER_ATTENTIONS
 
 
 @click.command("embed")
@@ -70,6 +72,38 @@ from fiftyone_usam.devices import PRECISIONS
     help="Prompts per mask-decoder call; bounds its memory whatever the grid.",
 )
 @click.option(
+    "--masks",
+    type=click.Choice(MASK_MODES),
+    default="full",
+    show_default=True,
+    help="full: keep SAM's masks (needed to label these images); none: embeddings only, "
+    "about half the store, enough to train a head on these images.",
+)
+@click.option(
+    "--mask-encoding",
+    type=click.Choice(MASK_ENCODINGS),
+    default="device",
+    show_default=True,
+    help="device: find the masks' run lengths on the model's device, copy only those; host: "
+    "copy the masks and encode them there (the reference). The same bytes either way.",
+)
+@click.option(
+    "--encoder-attention",
+    type=click.Choice(ENCODER_ATTENTIONS),
+    default="auto",
+    show_default=True,
+    help="sdpa: the image encoder's attention as PyTorch's fused scaled_dot_product_attention "
+    "(equal to reference within float rounding); auto: sdpa on CUDA, reference elsewhere.",
+)
+@click.option(
+    "--encode-workers",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Threads turning mask runs into RLE strings while the device works on the next "
+    "images (0: in line). These three speed options do not change what is stored.",
+)
+@click.option(
     "--num-workers",
     type=click.IntRange(min=0),
     default=4,
@@ -89,13 +123,18 @@ def embed_command(
     shard_size: int,
     max_pixels: int,
     points_per_batch: int,
+    masks: str,
+    mask_encoding: str,
+    encoder_attention: str,
+    encode_workers: int,
     num_workers: int,
 ) -> None:
     """Compute SAM mask embeddings of a dataset's images into an EmbeddingStore.
 
     For each image, SAM's encoder runs once and a grid of point prompts goes through the mask
     decoder; per point the store keeps its 3 masks, predicted IoUs, stability scores and the
-    1024-d mask-token embedding. Re-running skips the samples already stored.
+    1024-d mask-token embedding (with --masks none only the IoUs and the embedding, all that
+    training reads). Re-running skips the samples already stored.
     """
     from fiftyone_usam.stages.embed import embed
 
@@ -112,6 +151,10 @@ def embed_command(
         shard_size=shard_size,
         max_pixels=max_pixels,
         points_per_batch=points_per_batch,
+        masks=masks,  # type: ignore[arg-type]
+        mask_encoding=mask_encoding,  # type: ignore[arg-type]
+        encoder_attention=encoder_attention,  # type: ignore[arg-type]
+        encode_workers=encode_workers,
         num_workers=num_workers,
         progress=True,
     )

@@ -10,6 +10,7 @@ from fiftyone_usam.cli.common import (
     device_option,
     echo_problems,
     granularity_option,
+    label_batch_size_option,
     mask_dir_option,
     max_pixels_option,
     nms_iou_option,
@@ -74,6 +75,20 @@ from fiftyone_usam.cli.common import (
 )
 @shard_size_option
 @max_pixels_option
+@label_batch_size_option
+@click.option(
+    "--bulk-writes/--no-bulk-writes",
+    default=True,
+    show_default=True,
+    help="Write each batch in bulk (off: save sample by sample; the same labels, slower).",
+)
+@click.option(
+    "--head-threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch threads of the head's forward passes on the CPU (the other cores write).",
+)
 def predict_command(
     dataset: str,
     head: Path,
@@ -93,6 +108,9 @@ def predict_command(
     batch_size: int,
     shard_size: int,
     max_pixels: int,
+    label_batch_size: int,
+    bulk_writes: bool,
+    head_threads: int,
 ) -> None:
     """Label a dataset's images with a trained head: semantic masks, instances, uncertainty.
 
@@ -120,6 +138,9 @@ def predict_command(
         batch_size=batch_size,
         shard_size=shard_size,
         max_pixels=max_pixels,
+        label_batch_size=label_batch_size,
+        bulk_writes=bulk_writes,
+        head_threads=head_threads,
         progress=True,
     )
     click.echo(report.summary())

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from fiftyone_usam.cli.common import device_option, view_tag_option
+from fiftyone_usam.cli.common import device_option, label_batch_size_option, view_tag_option
+from fiftyone_usam.embeddings.extractor import MASK_MODES
 from fiftyone_usam.sources import SOURCES
 from fiftyone_usam.sources.engines import ENGINES
 
@@ -65,6 +66,14 @@ from fiftyone_usam.sources.engines import ENGINES
     help="class<TAB>url lines, for --engine urls.",
 )
 @click.option("--points-per-side", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--training-masks",
+    type=click.Choice(MASK_MODES),
+    default="none",
+    show_default=True,
+    help="Keep SAM's masks of the training images (full), or only their embeddings, all that "
+    "training reads (none: about half the store). The dataset's own store keeps its masks.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Head training epochs.")
 @click.option(
     "--superclasses",
@@ -76,6 +85,7 @@ from fiftyone_usam.sources.engines import ENGINES
 @view_tag_option
 @click.option("--overwrite", is_flag=True, help="Replace prediction fields this run did not write.")
 @device_option
+@label_batch_size_option
 def run_command(**options: object) -> None:
     """From class names to a labelled dataset: generate|crawl, embed, train, predict, evaluate.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from fiftyone_usam.cli.common import device_option, echo_problems, view_tag_option
-from fiftyone_usam.head.config import STAGES
+from fiftyone_usam.head.config import PLACEMENTS, STAGES, TRAIN_PRECISIONS
 
 
 @click.command("train")
@@ -23,7 +23,8 @@ from fiftyone_usam.head.config import STAGES
     "--store",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="EmbeddingStore of the dataset. Default: the newest one `usam embed` recorded on it.",
+    help="EmbeddingStore of the dataset, with or without masks (training reads only the "
+    "embeddings). Default: the newest one `usam embed` recorded on it.",
 )
 @click.option(
     "--out",
@@ -56,6 +57,19 @@ from fiftyone_usam.head.config import STAGES
 @click.option("--seed", type=int, default=None, help="Seed of the split, init and batch order.")
 @device_option
 @click.option(
+    "--precision",
+    type=click.Choice(TRAIN_PRECISIONS),
+    default=None,
+    help="auto (default: bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16.",
+)
+@click.option(
+    "--placement",
+    type=click.Choice(PLACEMENTS),
+    default=None,
+    help="Where the training set lives: auto (default: on the device when it fits in its free "
+    "memory, else host memory, copied batch by batch), device or host.",
+)
+@click.option(
     "--config",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
@@ -87,6 +101,8 @@ def train_command(
     lr: float | None,
     seed: int | None,
     device: str | None,
+    precision: str | None,
+    placement: str | None,
     config: Path | None,
     head_config: Path | None,
     overwrite: bool,
@@ -113,6 +129,8 @@ def train_command(
         lr=lr,
         seed=seed,
         device=device,
+        precision=precision,  # type: ignore[arg-type]
+        placement=placement,  # type: ignore[arg-type]
         config=config,
         head_config=head_config,
         overwrite=overwrite,

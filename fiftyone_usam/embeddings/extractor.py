@@ -4,29 +4,52 @@ The image encoder runs once per image (batched across images); all ``d`` grid po
 then go through the mask decoder in one batched call. SAM does not return the decoder's output
 mask tokens, so a forward hook on the decoder's two-way transformer reads them as they pass; the
 masks and IoUs are exactly what ``SamPredictor.predict_torch(..., multimask_output=True)`` gives.
+
+After the decoder, the masks are upsampled, scored and run-length encoded on the model's device
+(`mask_runs`): only their runs reach the host, where a small thread pool turns them into COCO
+RLE strings while the device decodes the next image (``mask_encoding``, ``encode_workers``);
+`MaskEmbeddingExtractor.pipelined` lets that overlap span batches.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from fiftyone_usam.devices import Precision, resolve_dtype
 from fiftyone_usam.embeddings import sam_backend
+from fiftyone_usam.embeddings.fast_attention import (
+    EncoderAttention,
+    resolve_attention,
+    sdpa_attention,
+)
+from fiftyone_usam.embeddings.mask_runs import MaskRuns, host_counts, mask_runs, scaled_counts
 from fiftyone_usam.embeddings.prompts import grid_points_for_image
 from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
 from fiftyone_usam.embeddings.sam_backend import LoadedSam
 from fiftyone_usam.embeddings.store import StoreSpec
-from fiftyone_usam.masks import encode_masks
 
 if TYPE_CHECKING:
     import torch
     from segment_anything.modeling import Sam
 
 EMBEDDING_DIM = 4 * sam_backend.PROMPT_DIM
+MaskMode = Literal["full", "none"]
+MASK_MODES: tuple[str, ...] = ("full", "none")
+MaskEncoding = Literal["device", "host"]
+MASK_ENCODINGS: tuple[str, ...] = ("device", "host")
+
+# one decoder chunk's masks: COCO RLE strings already, or runs to turn into them on the host
+_MaskPart = list[bytes] | MaskRuns
+# runs an image's host part: a thread pool's submit, or at once
+_RunHost = Callable[[Callable[[], MaskProposals]], Future[MaskProposals]]
+SubmitBatch = Callable[[Sequence[np.ndarray]], list[Future[MaskProposals]]]
 
 
 def spec_for(sam: LoadedSam, points_per_side: int, like: StoreSpec | None = None) -> StoreSpec:
@@ -69,6 +92,20 @@ class MaskEmbeddingExtractor:
             at a size of about this many pixels; each thresholded mask is then scaled to the
             original size (nearest neighbour) and encoded one at a time, so memory stays
             bounded for a 10000x10000 photo. Smaller images are exactly SAM's full resolution.
+        masks: ``full`` keeps every mask (as RLE) and its stability score; ``none`` keeps only
+            the embeddings and IoU predictions (no upsampling at all), which is all training
+            reads: the proposals' ``mask_rles`` are empty and their stability scores NaN.
+        mask_encoding: ``device`` thresholds the masks and finds their COCO run lengths on the
+            model's device, so only the runs (a few MB an image) are copied to the host;
+            ``host`` copies the thresholded masks (``d x 3 x H x W`` bytes) and encodes them
+            there with pycocotools, the reference. Both give the same bytes; images above
+            ``max_mask_pixels`` are always encoded on the host.
+        encode_workers: threads that turn runs into RLE strings and build each image's
+            proposals while the device decodes the next image; 0 does it inline. Results
+            come in order and an error in a worker is raised by `extract`.
+        encoder_attention: ``sdpa`` runs the image encoder's attention through PyTorch's fused
+            ``scaled_dot_product_attention`` (equal to ``reference`` within float rounding,
+            faster and lighter on CUDA); ``auto`` is ``sdpa`` on CUDA, ``reference`` elsewhere.
     """
 
     def __init__(
@@ -81,9 +118,17 @@ class MaskEmbeddingExtractor:
         max_mask_bytes: int = 1 << 28,
         points_per_batch: int = 128,
         max_mask_pixels: int = 4096 * 4096,
+        masks: MaskMode = "full",
+        mask_encoding: MaskEncoding = "device",
+        encode_workers: int = 1,
+        encoder_attention: EncoderAttention = "auto",
     ) -> None:
+        _check_choice("masks", masks, MASK_MODES)
+        _check_choice("mask_encoding", mask_encoding, MASK_ENCODINGS)
         if points_per_side < 1 or batch_size < 1 or points_per_batch < 1:
             raise ValueError("points_per_side, batch_size and points_per_batch must be at least 1")
+        if encode_workers < 0:
+            raise ValueError(f"encode_workers must be 0 (inline) or more, got {encode_workers}")
         if not isinstance(sam, LoadedSam):
             raise TypeError(
                 f"MaskEmbeddingExtractor takes a LoadedSam, got {type(sam).__name__}: load it "
@@ -98,6 +143,10 @@ class MaskEmbeddingExtractor:
         self.max_mask_bytes = max_mask_bytes
         self.points_per_batch = points_per_batch
         self.max_mask_pixels = max_mask_pixels
+        self.masks = masks
+        self.mask_encoding = mask_encoding
+        self.encode_workers = encode_workers
+        self.encoder_attention = resolve_attention(encoder_attention, self.device)
 
     @property
     def model(self) -> Sam:
@@ -118,34 +167,52 @@ class MaskEmbeddingExtractor:
         Returns:
             One `MaskProposals` per image, in order.
         """
+        with self.pipelined() as submit:
+            return [future.result() for future in submit(images)]
+
+    @contextlib.contextmanager
+    def pipelined(self) -> Iterator[SubmitBatch]:
+        """`extract` batch by batch, a batch's host work overlapping the next one's device work.
+
+        Within the block, ``submit(images)`` runs the device's part of `extract` at once (and
+        raises its errors) and returns one future per image, in order, for the host's part (RLE
+        strings from the runs, the proposals), done by ``encode_workers`` threads while the
+        caller goes on, e.g. submits the next batch; a future's error is its image's (with
+        ``encode_workers=0`` that part runs, and raises, in ``submit``). Take a batch's results
+        before submitting the one after next (pending futures hold their masks' runs). Leaving
+        the block drops the host work not yet started.
+        """
+        # an executor starts its threads on its first submit: none start for encode_workers=0
+        pool = ThreadPoolExecutor(max(1, self.encode_workers), thread_name_prefix="usam-rle")
+        try:
+            yield partial(self._submit, pool.submit if self.encode_workers else _run_now)
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def _submit(self, run: _RunHost, images: Sequence[np.ndarray]) -> list[Future[MaskProposals]]:
+        """The device's part of `extract` now; each image's host part handed to ``run``."""
         for image in images:
             _check_image(image)
-        out: list[MaskProposals] = []
+        futures: list[Future[MaskProposals]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             features = self.encode(chunk)
-            out.extend(
-                self.decode(features[i : i + 1], image.shape[:2]) for i, image in enumerate(chunk)
-            )
-        return out
+            for i, image in enumerate(chunk):
+                futures.append(run(self._decode_to_host(features[i : i + 1], image.shape[:2])))
+        return futures
 
     def encode(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Runs the image encoder on a batch: `(B, 256, h, w)` float32 image embeddings."""
         import torch
 
         size = self.sam.image_size
-        with torch.inference_mode(), self._autocast():
-            batch = torch.cat(
-                [
-                    self.model.preprocess(
-                        torch.as_tensor(sam_backend.resize_image(image, size), device=self.device)
-                        .permute(2, 0, 1)
-                        .contiguous()[None]
-                    )
-                    for image in images
-                ]
-            )
-            return self.model.image_encoder(batch).float()
+        with torch.inference_mode(), self._autocast(), self._attention():
+            hwc = [
+                torch.as_tensor(sam_backend.resize_image(im, size), device=self.device)
+                for im in images
+            ]
+            chw = [self.model.preprocess(t.permute(2, 0, 1).contiguous()[None]) for t in hwc]
+            return self.model.image_encoder(torch.cat(chw)).float()
 
     def decode(self, features: torch.Tensor, image_size: tuple[int, int]) -> MaskProposals:
         """Decodes all grid points of one image, ``points_per_batch`` per mask-decoder call.
@@ -154,13 +221,20 @@ class MaskEmbeddingExtractor:
             features: `(1, 256, h, w)` image embedding from `encode`.
             image_size: `(H, W)` of the original image.
         """
+        return self._decode_to_host(features, image_size)()
+
+    def _decode_to_host(
+        self, features: torch.Tensor, image_size: tuple[int, int]
+    ) -> Callable[[], MaskProposals]:
+        """The device's part of `decode`; the host's part (runs into RLE strings) is left in
+        the function it returns."""
         import torch
 
         h, w = int(image_size[0]), int(image_size[1])
         points = grid_points_for_image(self.points_per_side, h, w)
         coords = sam_backend.transform_coords(points, (h, w), self.sam.image_size)
         coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[:, None, :]
-        rles: list[bytes] = []
+        parts: list[_MaskPart] = []
         ious, token_parts, stabilities = [], [], []
         for start in range(0, len(points), self.points_per_batch):
             # each chunk's masks are encoded before the next is decoded: memory stays that of
@@ -168,23 +242,24 @@ class MaskEmbeddingExtractor:
             low_res, iou, tokens = self._decode_points(
                 features, coords_t[start : start + self.points_per_batch]
             )
-            chunk_rles, chunk_stability = self._full_resolution_masks(low_res.float(), (h, w))
-            rles.extend(chunk_rles)
+            if self.masks == "none":
+                chunk_stability = np.full(tuple(iou.shape), np.nan, np.float32)
+            else:
+                chunk_parts, chunk_stability = self._full_resolution_masks(low_res.float(), (h, w))
+                parts.extend(chunk_parts)
             ious.append(iou.float().cpu())
             token_parts.append(tokens.to(torch.float16).cpu())
             stabilities.append(chunk_stability)
             del low_res
-        tokens = torch.cat(token_parts).reshape(len(points), EMBEDDING_DIM)
-        iou = torch.cat(ious)
-        stability = np.concatenate(stabilities)
-        return MaskProposals(
-            embeddings=tokens.numpy(),
-            iou_predictions=iou.numpy(),
-            stability_scores=stability,
+        proposals = MaskProposals(
+            embeddings=torch.cat(token_parts).reshape(len(points), EMBEDDING_DIM).numpy(),
+            iou_predictions=torch.cat(ious).numpy(),
+            stability_scores=np.concatenate(stabilities),
             points=points.astype(np.float32),
             image_size=(h, w),
-            mask_rles=tuple(rles),
+            mask_rles=(),
         )
+        return partial(_with_masks, proposals, parts)
 
     def _decode_points(
         self, features: torch.Tensor, coords: torch.Tensor
@@ -214,8 +289,9 @@ class MaskEmbeddingExtractor:
 
     def _full_resolution_masks(
         self, low_res: torch.Tensor, image_size: tuple[int, int]
-    ) -> tuple[list[bytes], np.ndarray]:
-        """Upsamples `(d, 3, h', w')` logits in chunks; returns RLEs and `(d, 3)` stability."""
+    ) -> tuple[list[_MaskPart], np.ndarray]:
+        """Upsamples `(d, 3, h', w')` logits in chunks; returns each chunk's masks (RLEs, or
+        runs on the host for ``mask_encoding="device"``) and the `(d, 3)` stability."""
         import torch
 
         h, w = image_size
@@ -225,7 +301,7 @@ class MaskEmbeddingExtractor:
         per_point = MASKS_PER_POINT * h * w * 4
         step = max(1, self.max_mask_bytes // per_point)
         threshold = self.model.mask_threshold
-        rles: list[bytes] = []
+        parts: list[_MaskPart] = []
         stability = []
         with torch.inference_mode():
             for start in range(0, low_res.shape[0], step):
@@ -235,15 +311,15 @@ class MaskEmbeddingExtractor:
                 stability.append(
                     sam_backend.stability_score(logits, threshold, self.stability_offset).cpu()
                 )
-                masks = (logits > threshold).flatten(0, 1)  # (n, H, W)
-                # (n, W, H) in C order is (H, W, n) in Fortran order: what pycocotools takes.
-                fortran = masks.transpose(1, 2).contiguous().cpu().numpy().view(np.uint8)
-                rles.extend(encode_masks(fortran.transpose(2, 1, 0)))
-        return rles, torch.cat(stability).float().numpy()
+                if self.mask_encoding == "device":
+                    parts.append(mask_runs(logits.flatten(0, 1), threshold).cpu())
+                else:
+                    parts.append(host_counts(logits.flatten(0, 1), threshold))
+        return parts, torch.cat(stability).float().numpy()
 
     def _scaled_masks(
         self, low_res: torch.Tensor, image_size: tuple[int, int]
-    ) -> tuple[list[bytes], np.ndarray]:
+    ) -> tuple[list[_MaskPart], np.ndarray]:
         """`_full_resolution_masks` for a large image: logits at about ``max_mask_pixels``,
         then each mask scaled to `(H, W)` by nearest neighbour and encoded on its own."""
         import torch
@@ -252,8 +328,6 @@ class MaskEmbeddingExtractor:
         scale = (self.max_mask_pixels / (h * w)) ** 0.5
         small = (max(1, round(h * scale)), max(1, round(w * scale)))
         input_size = sam_backend.resized_shape(*small, self.sam.image_size)
-        rows = (np.arange(h) * small[0] // h).astype(np.intp)
-        cols = (np.arange(w) * small[1] // w).astype(np.intp)
         threshold = self.model.mask_threshold
         rles: list[bytes] = []
         stability = []
@@ -263,11 +337,8 @@ class MaskEmbeddingExtractor:
                 stability.append(
                     sam_backend.stability_score(logits, threshold, self.stability_offset).cpu()
                 )
-                for mask in (logits[0] > threshold).cpu().numpy():
-                    # (W, H) in C order is (H, W) in Fortran order: what pycocotools takes
-                    full = mask.T[cols][:, rows].view(np.uint8).T
-                    rles.extend(encode_masks(full[:, :, None]))
-        return rles, torch.cat(stability).float().numpy()
+                rles.extend(scaled_counts((logits[0] > threshold).cpu().numpy(), (h, w)))
+        return [rles], torch.cat(stability).float().numpy()
 
     @contextlib.contextmanager
     def _capture_mask_tokens(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -285,6 +356,11 @@ class MaskEmbeddingExtractor:
         finally:
             handle.remove()
 
+    def _attention(self) -> contextlib.AbstractContextManager[Any]:
+        if self.encoder_attention == "sdpa":
+            return sdpa_attention(self.model.image_encoder)
+        return contextlib.nullcontext()
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         import torch
 
@@ -293,15 +369,27 @@ class MaskEmbeddingExtractor:
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
 
+def _with_masks(proposals: MaskProposals, parts: list[_MaskPart]) -> MaskProposals:
+    """``proposals`` with the masks of ``parts``, their runs encoded now (the host's work)."""
+    rles = [r for part in parts for r in (part.counts() if isinstance(part, MaskRuns) else part)]
+    return replace(proposals, mask_rles=tuple(rles))
+
+
+def _run_now(fn: Callable[[], MaskProposals]) -> Future[MaskProposals]:
+    """``fn()`` run at once, as a finished future (its error raised at once)."""
+    future: Future[MaskProposals] = Future()
+    future.set_result(fn())
+    return future
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def _check_image(image: Any) -> None:
-    if (
-        not isinstance(image, np.ndarray)
-        or image.ndim != 3
-        or image.shape[2] != 3
-        or image.dtype != np.uint8
-    ):
-        shape = getattr(image, "shape", None)
-        dtype = getattr(image, "dtype", type(image).__name__)
+    shape, dtype = getattr(image, "shape", None), getattr(image, "dtype", type(image).__name__)
+    if not isinstance(image, np.ndarray) or image.shape[2:] != (3,) or dtype != np.uint8:
         raise ValueError(
             f"expected an (H, W, 3) uint8 RGB array, got shape {shape} and dtype {dtype}; "
             "read files with fiftyone_usam.images.load_rgb, or convert PIL images with to_rgb"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fiftyone_usam.errors import StoreError
 from fiftyone_usam.masks import decode_rles, rle_areas
 
 MASKS_PER_POINT = 3  # SAM's multimask output: roughly whole, part, sub-part
@@ -28,7 +29,8 @@ class MaskProposals:
         points: `(d, 2)` float32 (x, y) prompt coordinates in pixels of the image.
         image_size: `(H, W)` of the image the masks cover.
         mask_rles: ``d * 3`` COCO compressed RLE ``counts`` (bytes), point-major: the masks of
-            point ``i`` are entries ``3*i .. 3*i+2``.
+            point ``i`` are entries ``3*i .. 3*i+2``; empty for proposals embedded without
+            masks (``masks="none"``, enough for training), whose stability scores are NaN.
     """
 
     embeddings: np.ndarray
@@ -43,7 +45,12 @@ class MaskProposals:
         assert self.iou_predictions.shape == (d, MASKS_PER_POINT)
         assert self.stability_scores.shape == (d, MASKS_PER_POINT)
         assert self.points.shape == (d, 2)
-        assert len(self.mask_rles) == d * MASKS_PER_POINT
+        assert len(self.mask_rles) in (0, d * MASKS_PER_POINT)
+
+    @property
+    def has_masks(self) -> bool:
+        """False for proposals embedded without masks (``masks="none"``)."""
+        return bool(self.mask_rles) or self.num_points == 0
 
     @property
     def num_points(self) -> int:
@@ -52,6 +59,7 @@ class MaskProposals:
 
     def rle(self, index: int) -> dict[str, object]:
         """The pycocotools RLE dict of mask ``index`` (point-major, see ``mask_rles``)."""
+        self.require_masks()
         return {"size": list(self.image_size), "counts": self.mask_rles[index]}
 
     def decode_masks(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
@@ -63,6 +71,7 @@ class MaskProposals:
         Returns:
             `(d, 3, H, W)` bool when ``indices`` is None, else `(n, H, W)` bool.
         """
+        self.require_masks()
         flat = range(len(self.mask_rles)) if indices is None else [int(i) for i in indices]
         masks = decode_rles([self.rle(i) for i in flat], self.image_size)
         if indices is None:
@@ -71,5 +80,19 @@ class MaskProposals:
 
     def mask_areas(self) -> np.ndarray:
         """`(d, 3)` int64 pixel count of every mask, computed from the RLE."""
+        self.require_masks()
         areas = rle_areas([self.rle(i) for i in range(len(self.mask_rles))])
         return areas.reshape(self.num_points, MASKS_PER_POINT)
+
+    def require_masks(self) -> None:
+        """Refuses proposals that hold no masks.
+
+        Raises:
+            StoreError: they were embedded with ``masks="none"``.
+        """
+        if not self.has_masks:
+            raise StoreError(
+                "these mask proposals hold no masks: they were embedded with masks='none' "
+                "(embeddings only, enough for training). To label these images, embed them "
+                "again with masks='full' (usam embed --masks full) into another store"
+            )

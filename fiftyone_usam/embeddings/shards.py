@@ -2,7 +2,8 @@
 
 Arrays: ``embeddings`` `(n, d, 1024)`, ``iou_predictions`` and ``stability_scores`` `(n, d, 3)`,
 ``points`` `(n, d, 2)`, ``image_sizes`` `(n, 2)`, and the COCO RLE masks as one byte blob
-(``rle_bytes``) with ``rle_offsets``. Header: the sample ids, the format version, a SHA-256 of
+(``rle_bytes``) with ``rle_offsets``; a shard of proposals without masks (``masks="none"``) has
+neither, and NaN stability scores. Header: the sample ids, the format version, a SHA-256 of
 every array, and each image file's ``(size, mtime_ns)``.
 """
 
@@ -15,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +46,10 @@ def write_shard(
     embedding_dtype: str,
     files: Mapping[str, FileIdentity],
 ) -> None:
-    """Writes a shard atomically (fsynced): arrays, ids, checksums and file identities."""
+    """Writes a shard atomically (fsynced): arrays, ids, checksums and file identities.
+
+    ``items`` all hold masks, or none does (then no mask arrays are written).
+    """
     from safetensors.numpy import save_file
 
     arrays = _pack(items, embedding_dtype)
@@ -117,6 +122,8 @@ def read_rows(
     """Reads only the given rows (safetensors slices are memory-mapped).
 
     Args:
+        masks_per_image: RLE masks of one row; 0 for a store without masks (``masks="none"``),
+            whose rows are read as proposals without masks.
         check_masks: parse every RLE before it is used (for shards without checksums), so no
             run length can make pycocotools loop.
     """
@@ -124,13 +131,9 @@ def read_rows(
 
     out = []
     with safe_open(str(shard), framework="np") as f:
-        slices = {name: f.get_slice(name) for name in (*ARRAYS, "image_sizes", "rle_offsets")}
-        rle_bytes = f.get_slice("rle_bytes")
+        slices = {name: f.get_slice(name) for name in (*ARRAYS, "image_sizes")}
         for row in rows:
-            offsets = slices["rle_offsets"][row * masks_per_image : (row + 1) * masks_per_image + 1]
-            blob = bytes(rle_bytes[int(offsets[0]) : int(offsets[-1])])
-            starts = offsets - offsets[0]
-            rles = tuple(blob[a:b] for a, b in itertools.pairwise(starts))
+            rles = _row_rles(f, row, masks_per_image) if masks_per_image else ()
             height, width = (int(v) for v in slices["image_sizes"][row : row + 1][0])
             if check_masks:
                 for rle in rles:
@@ -138,6 +141,14 @@ def read_rows(
             arrays = {name: np.array(slices[name][row : row + 1][0]) for name in ARRAYS}
             out.append(MaskProposals(**arrays, image_size=(height, width), mask_rles=rles))
     return out
+
+
+def _row_rles(f: Any, row: int, masks_per_image: int) -> tuple[bytes, ...]:
+    """The RLE ``counts`` of one row of an open shard."""
+    offsets = f.get_slice("rle_offsets")[row * masks_per_image : (row + 1) * masks_per_image + 1]
+    blob = bytes(f.get_slice("rle_bytes")[int(offsets[0]) : int(offsets[-1])])
+    starts = offsets - offsets[0]
+    return tuple(blob[a:b] for a, b in itertools.pairwise(starts))
 
 
 def read_embeddings(shard: Path) -> np.ndarray:
@@ -158,18 +169,22 @@ def file_identity(path: str | Path) -> FileIdentity | None:
 
 
 def _pack(items: Sequence[MaskProposals], embedding_dtype: str) -> dict[str, np.ndarray]:
-    rles = [r for p in items for r in p.mask_rles]
-    offsets = np.zeros(len(rles) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(r) for r in rles])
-    return {
+    arrays = {
         "embeddings": np.stack([p.embeddings for p in items]).astype(embedding_dtype),
         "iou_predictions": np.stack([p.iou_predictions for p in items]).astype(np.float32),
         "stability_scores": np.stack([p.stability_scores for p in items]).astype(np.float32),
         "points": np.stack([p.points for p in items]).astype(np.float32),
         "image_sizes": np.array([p.image_size for p in items], dtype=np.int64),
-        "rle_offsets": offsets,
-        "rle_bytes": np.frombuffer(b"".join(rles), dtype=np.uint8).copy(),
     }
+    with_masks = {p.has_masks for p in items}
+    assert len(with_masks) == 1, "a shard holds proposals all with masks or all without"
+    if with_masks == {True}:
+        rles = [r for p in items for r in p.mask_rles]
+        offsets = np.zeros(len(rles) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(r) for r in rles])
+        arrays["rle_offsets"] = offsets
+        arrays["rle_bytes"] = np.frombuffer(b"".join(rles), dtype=np.uint8).copy()
+    return arrays
 
 
 def _digest(array: np.ndarray) -> str:

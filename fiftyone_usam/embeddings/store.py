@@ -12,6 +12,7 @@ size and modification time (so a sample whose file changed is embedded again, no
 from the old image's proposals). A shard is written to a temporary file and renamed
 into place, so a killed run leaves only whole shards; the next run sees which samples are done
 and does the rest. Opening a store with a spec other than the one it was built with is an error.
+A store embedded with ``masks="none"`` (embeddings only, all that training reads) has no masks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MASK_FORMAT = "coco_rle"  # the masks of a store that keeps them
+NO_MASKS = "none"  # the mask_format of a store embedded with masks="none"
+
 
 @dataclass(frozen=True)
 class StoreSpec:
@@ -59,7 +63,7 @@ class StoreSpec:
         embedding_dim: length of a mask embedding (4 mask tokens x 256).
         embedding_dtype: dtype of the stored embeddings.
         masks_per_point: SAM multimask outputs per point.
-        mask_format: how masks are stored.
+        mask_format: ``coco_rle``, or ``none``: embeddings only (enough to train, not to label).
         stability_offset: logit offset of the stability scores.
         format_version: on-disk layout version.
     """
@@ -71,7 +75,7 @@ class StoreSpec:
     embedding_dim: int = 1024
     embedding_dtype: str = "float16"
     masks_per_point: int = MASKS_PER_POINT
-    mask_format: str = "coco_rle"
+    mask_format: str = MASK_FORMAT
     stability_offset: float = 1.0
     format_version: int = FORMAT_VERSION
 
@@ -79,6 +83,15 @@ class StoreSpec:
     def num_points(self) -> int:
         """``d``, prompts (and embeddings) per image."""
         return self.points_per_side**2
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the store keeps SAM's masks (labelling needs them; training does not)."""
+        return self.mask_format != NO_MASKS
+
+    def with_masks(self, masks: bool) -> StoreSpec:
+        """This spec for a store that keeps the masks (``True``) or only the embeddings."""
+        return replace(self, mask_format=MASK_FORMAT if masks else NO_MASKS)
 
     def differences(
         self,
@@ -110,6 +123,7 @@ class StoreSpec:
             f"{self.points_per_side}x{self.points_per_side} points, "
             f"input {self.encoder_input_size}, "
             f"{self.embedding_dim}-d {self.embedding_dtype}, format v{self.format_version}"
+            + ("" if self.has_masks else ", no masks")
         )
 
 
@@ -143,7 +157,11 @@ class EmbeddingStore:
         except (ValueError, ConfigError) as e:
             raise StoreError(f"{spec_file} is not a valid store spec: {e}") from None
         if spec is not None and found != spec:
-            raise StoreError(_mismatch_message(path, found, spec))
+            diffs = ", ".join(found.differences(spec, labels=("store has", "asked for")))
+            raise StoreError(
+                f"the EmbeddingStore at {path} was built with another spec ({diffs}). Use a "
+                "different --store directory for these settings, or delete this one to rebuild it."
+            )
         return cls(path, found)
 
     @classmethod
@@ -311,7 +329,7 @@ class EmbeddingStore:
 
     def _read_rows(self, shard: Path, rows: list[int]) -> list[MaskProposals]:
         legacy = not self._verify(shard)
-        per_image = self.spec.num_points * self.spec.masks_per_point
+        per_image = self.spec.num_points * self.spec.masks_per_point * self.spec.has_masks
         return read_rows(shard, rows, per_image, check_masks=legacy)
 
     def _verify(self, shard: Path) -> bool:
@@ -330,14 +348,12 @@ class EmbeddingStore:
                 f"sample {sample_id}: embeddings of shape {proposals.embeddings.shape} do not fit "
                 f"this store ({shape}); it was built with {self.spec.describe()}"
             )
-
-
-def _mismatch_message(path: Path, found: StoreSpec, wanted: StoreSpec) -> str:
-    diffs = ", ".join(found.differences(wanted, labels=("store has", "asked for")))
-    return (
-        f"the EmbeddingStore at {path} was built with another spec ({diffs}). Use a different "
-        "--store directory for these settings, or delete this one to rebuild it."
-    )
+        if proposals.has_masks != self.spec.has_masks:
+            mode, kept = ("full", "keeps") if self.spec.has_masks else ("none", "holds no")
+            raise StoreError(
+                f"sample {sample_id}: the EmbeddingStore at {self.path} {kept} masks, unlike "
+                f"these proposals: embed with masks={mode!r} to add to it, or use another store"
+            )
 
 
 def spec_at(path: str | Path) -> StoreSpec | None:

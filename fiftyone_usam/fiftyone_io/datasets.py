@@ -70,8 +70,10 @@ def usam_dir(dataset_name: str) -> Path:
 
 
 def default_store_path(dataset_name: str, spec: StoreSpec) -> Path:
-    """Where a dataset's store of ``spec`` goes when none is named."""
-    return usam_dir(dataset_name) / f"embeddings-{spec.sam_variant}-p{spec.points_per_side}"
+    """Where a dataset's store of ``spec`` goes when none is named (``...-nomasks`` for a store
+    without masks, so it never takes the place of the store labelling reads)."""
+    name = f"embeddings-{spec.sam_variant}-p{spec.points_per_side}"
+    return usam_dir(dataset_name) / (name if spec.has_masks else f"{name}-nomasks")
 
 
 def default_head_path(dataset_name: str) -> Path:
@@ -121,19 +123,25 @@ def locate_store(
     *,
     complete: bool = False,
     default: bool = False,
+    masks: bool | None = True,
 ) -> Path | None:
     """Which EmbeddingStore holds (or is to hold) a view's mask proposals: the one rule.
 
     In order:
 
     1. ``store`` when given (it need not exist yet);
-    2. the newest store recorded on the dataset whose directory holds a store and whose spec
-       matches ``spec`` (a `StoreSpec`: equal; a mapping: those fields equal, or in the set
-       given for a field; None: any), and,
-       with ``complete``, that holds every sample of ``view``;
+    2. the newest store recorded on the dataset whose directory holds a store, whose spec
+       matches ``spec`` (a `StoreSpec`: equal but for ``mask_format``; a mapping: those fields
+       equal, or in the set given for a field; None: any) and whose masks are as ``masks``
+       says, and, with ``complete``, that holds every sample of ``view``;
     3. with ``default`` and a `StoreSpec`: the default location for that spec, or a folder beside
        it when the default holds another SAM's store (e.g. the same variant, other weights);
     4. None.
+
+    Args:
+        masks: True (default): only a store that keeps SAM's masks, as labelling needs (a store
+            embedded with ``masks="none"`` is never picked to label from); False: only one
+            without; None: either (training reads only the embeddings).
     """
     if store is not None:
         return Path(store).expanduser()
@@ -142,10 +150,12 @@ def locate_store(
         path = Path(entry["path"])
         if not (path / "spec.json").is_file() or not _matches(entry.get("spec", {}), spec):
             continue
-        opened = EmbeddingStore.open(path)
-        if isinstance(spec, StoreSpec) and opened.spec != spec:
+        found = EmbeddingStore.open(path)
+        if isinstance(spec, StoreSpec) and found.spec.with_masks(True) != spec.with_masks(True):
             continue
-        if not complete or ids <= opened.sample_ids():
+        if masks is not None and found.spec.has_masks != masks:
+            continue
+        if not complete or ids <= found.sample_ids():
             return path
     if default and isinstance(spec, StoreSpec):
         path = default_store_path(view.dataset_name, spec)
@@ -155,10 +165,16 @@ def locate_store(
     return None
 
 
-def find_store(dataset: fo.Dataset | fo.DatasetView, spec: StoreSpec | None = None) -> Path | None:
+def find_store(
+    dataset: fo.Dataset | fo.DatasetView,
+    spec: StoreSpec | None = None,
+    *,
+    masks: bool | None = True,
+) -> Path | None:
     """The newest recorded store whose directory exists and (when given) whose spec matches
-    (`locate_store` without a named store)."""
-    return locate_store(dataset, spec)
+    (`locate_store` without a named store): by default one that keeps its masks, to label
+    from; ``masks=None`` also finds one embedded with ``masks="none"`` (enough to train)."""
+    return locate_store(dataset, spec, masks=masks)
 
 
 def _matches(recorded: Mapping[str, Any], spec: StoreSpec | Mapping[str, Any] | None) -> bool:

@@ -15,7 +15,13 @@ import numpy as np
 
 from fiftyone_usam.errors import USAMError
 from fiftyone_usam.fiftyone_io.datasets import record_entry, root_dataset
-from fiftyone_usam.fiftyone_io.labels import mask_targets, to_detections, to_segmentation
+from fiftyone_usam.fiftyone_io.labels import (
+    detections_document,
+    mask_targets,
+    segmentation_document,
+    to_detections,
+    to_segmentation,
+)
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -176,6 +182,50 @@ def sample_labels(
             )
             detection.mask = None
     return {"semantic": semantic, "instances": instances, "uncertainty": prediction.uncertainty}
+
+
+def sample_documents(
+    prediction: Prediction,
+    classes: tuple[str, ...],
+    *,
+    mask_dir: str | Path | None = None,
+    sample_id: str = "",
+) -> dict[str, Any]:
+    """`sample_labels` as the documents FiftyOne stores, for bulk writes without its object
+    layer: the same labels (and PNG files with ``mask_dir``), built from the instances' crops."""
+    semantic_path, mask_paths = None, None
+    if mask_dir is not None:
+        folder = Path(mask_dir).expanduser() / sample_id
+        folder.mkdir(parents=True, exist_ok=True)
+        semantic_path = _write_png(folder / "semantic.png", prediction.semantic)
+        mask_paths = [
+            _write_png(folder / f"instance_{i}.png", crop.astype(np.uint8) * 255)
+            for i, crop in enumerate(prediction.instances.crops)
+        ]
+    semantic = segmentation_document(
+        prediction.semantic if semantic_path is None else None, semantic_path
+    )
+    return {
+        "semantic": semantic,
+        "instances": detections_document(
+            prediction.instances, prediction.image_size, classes, mask_paths
+        ),
+        "uncertainty": float(prediction.uncertainty),
+    }
+
+
+def declare_output_fields(dataset: fo.Dataset, field: str) -> None:
+    """Adds the three output fields to the schema (as saving labels would) if missing."""
+    import fiftyone as fo
+
+    kinds = {"semantic": fo.Segmentation, "instances": fo.Detections}
+    for kind, name in output_fields(field).items():
+        if dataset.has_sample_field(name):
+            continue
+        if kind in kinds:
+            dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=kinds[kind])
+        else:
+            dataset.add_sample_field(name, fo.FloatField)
 
 
 def set_mask_targets(

@@ -15,8 +15,12 @@ from fiftyone_usam.errors import ConfigError
 DEFAULT_THRESHOLD_MARGIN = 0.5  # TrainConfig.threshold_margin's default; see default_threshold
 STAGES = ("teacher", "student", "both")
 STUDENT_INITS = ("random", "teacher")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+PLACEMENTS = ("auto", "device", "host")
 
 Stage = Literal["teacher", "student", "both"]
+TrainPrecision = Literal["auto", "fp32", "bf16"]
+Placement = Literal["auto", "device", "host"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,15 @@ class TrainConfig:
             teacher that calls the background one of the classes passes that confusion on.
         seed: seeds the split, the initialisation, the batch order and dropout.
         device: ``cpu``, ``cuda``, ``cuda:N``; None: CUDA when available.
+        precision: ``auto`` (bf16 autocast on CUDA, float32 on the CPU), ``fp32`` (no
+            autocast: the switch that turns mixed precision off) or ``bf16`` (autocast on any
+            device; slow on most CPUs). The weights and the optimiser stay float32.
+        placement: where the training embeddings live. ``auto``: copied once to the training
+            device when they fit in its free memory with room to spare (checked on CUDA; the
+            CPU is host memory already), else kept in host memory; ``device``: always copied
+            once; ``host``: kept in host memory, each batch gathered into a pinned buffer and
+            copied to the device without blocking. Where the data lives never changes the
+            weights learnt.
     """
 
     stage: Stage = "both"
@@ -60,12 +73,21 @@ class TrainConfig:
     student_init: Literal["teacher", "random"] = "random"
     seed: int = 0
     device: str | None = None
+    precision: TrainPrecision = "auto"
+    placement: Placement = "auto"
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ConfigError(f"stage must be teacher, student or both, got {self.stage!r}")
         if self.student_init not in STUDENT_INITS:
             raise ConfigError(f"student_init must be random or teacher, got {self.student_init!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ConfigError(
+                f"precision must be auto, fp32 or bf16 for training, got {self.precision!r} "
+                "(fp16 would need loss scaling: use bf16)"
+            )
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"placement must be auto, device or host, got {self.placement!r}")
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -1,7 +1,13 @@
 """The training loop shared by the teacher and the student: held-out split, epochs, early stop.
 
-Data and model stay on the training device; batches are cast to float32 as they are used, so
-float16 embeddings from an EmbeddingStore are never copied whole.
+The model trains on the training device. The embeddings are copied there once when they fit
+in its free memory (checked with a margin on CUDA), else they stay in host memory and each
+batch is gathered into a pinned buffer and copied without blocking (`devices.HostRows`);
+either way batches are cast to float32 as they are used, so float16 embeddings from an
+EmbeddingStore are never converted whole. On CUDA the forward passes run under bf16 autocast
+(``TrainConfig.precision``); on the CPU training is float32 and deterministic for a seed.
+Losses are summed on the device and read once per epoch, so the GPU is not made to wait on
+every step.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
+from fiftyone_usam.devices import HostRows, autocast, free_memory, resolve_dtype
 from fiftyone_usam.errors import ConfigError
-from fiftyone_usam.head.config import TrainConfig
+from fiftyone_usam.head.config import Placement, TrainConfig
 from fiftyone_usam.head.losses import pool_topk
 from fiftyone_usam.head.model import MaskClassifier
 
@@ -28,15 +36,41 @@ ProgressCallback = Callable[[int, int], None]
 # (model, embeddings (B, d, D) float32, targets (B, K), image indices (B,)) -> scalar loss
 LossFn = Callable[[MaskClassifier, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
+DEVICE_SHARE = 0.8  # the embeddings may take this share of the device's free memory, ...
+WORKSPACE_BYTES = 256 << 20  # ... less this and the batches' room (model, optimiser, kernels)
+
 
 @dataclass
 class Bags:
-    """Bags of mask embeddings with their targets and held-out split, on the training device."""
+    """Bags of mask embeddings with their targets and held-out split, as the loop sees them."""
 
-    embeddings: torch.Tensor  # (N, d, D), on the training device, any float dtype
-    targets: torch.Tensor  # (N, K) float multi-hot
-    train: torch.Tensor  # (N_train,) int64 indices
-    val: torch.Tensor  # (N_val,) int64 indices
+    embeddings: torch.Tensor  # (N, d, D) any float dtype; on `device`, or in host memory
+    targets: torch.Tensor  # (N, K) float multi-hot, on `device`
+    train: torch.Tensor  # (N_train,) int64 indices, in host memory
+    val: torch.Tensor  # (N_val,) int64 indices, in host memory
+    device: torch.device
+    placement: Literal["device", "host"] = "device"
+    compute_dtype: torch.dtype = torch.float32  # of the forward passes; float32: no autocast
+
+    def __post_init__(self) -> None:
+        self._host = HostRows(self.embeddings, self.device) if self.placement == "host" else None
+
+    def batches(
+        self, indices: torch.Tensor, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(x, idx)`` per batch of the `(n,)` host ``indices``, in order: `(B, d, D)` float32
+        embeddings and their `(B,)` indices, both on the training device."""
+        on_device = indices.to(self.device)
+        for start in range(0, len(indices), batch_size):
+            idx = on_device[start : start + batch_size]
+            if self._host is None:
+                yield self.embeddings[idx].float(), idx
+            else:
+                yield self._host(indices[start : start + batch_size]).float(), idx
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        """Mixed precision for the forward passes (nothing when training in float32)."""
+        return autocast(self.device, self.compute_dtype)
 
 
 def split_images(
@@ -69,7 +103,22 @@ def make_bags(
     targets: np.ndarray | torch.Tensor,
     config: TrainConfig,
     device: torch.device,
+    *,
+    free_bytes: int | None = None,
 ) -> Bags:
+    """The training set on ``device`` (or in host memory, see `choose_placement`), split.
+
+    Args:
+        embeddings: `(N, d, D)` float, any float dtype (kept as it is: float16 stays float16).
+        targets: `(N, K)` multi-hot.
+        config: the split's settings, ``placement`` and ``precision``.
+        device: the training device.
+        free_bytes: memory free on ``device`` for the ``auto`` placement; default: measured
+            (`devices.free_memory`). A small value forces host memory.
+
+    Raises:
+        ConfigError: arrays of the wrong shapes.
+    """
     data = torch.as_tensor(embeddings)
     target = torch.as_tensor(targets, dtype=torch.float32)
     if data.ndim != 3 or target.shape != (data.shape[0], target.shape[-1]) or target.ndim != 2:
@@ -78,25 +127,91 @@ def make_bags(
             f"{tuple(target.shape)}"
         )
     train, val = split_images(target.numpy(), config.val_fraction, config.seed)
-    return Bags(
-        data.to(device),
-        target.to(device),
-        torch.from_numpy(train).to(device),
-        torch.from_numpy(val).to(device),
+    data_bytes = data.numel() * data.element_size()
+    free = free_memory(device) if free_bytes is None else free_bytes
+    placement, why = choose_placement(
+        config.placement, device, data_bytes, _working_bytes(data, target, config), free
     )
+    if placement == "device":
+        data, placement, why = _move(data, device, config.placement, why)
+    logger.info(
+        "head training set: %.0f MB of embeddings %s (%s)",
+        data_bytes / 2**20,
+        f"on {device}" if placement == "device" else f"in host memory, batches copied to {device}",
+        why,
+    )
+    return Bags(
+        data,
+        target.to(device),
+        torch.from_numpy(train),
+        torch.from_numpy(val),
+        device,
+        placement,
+        resolve_dtype(config.precision, device),
+    )
+
+
+def choose_placement(
+    placement: Placement,
+    device: torch.device,
+    data_bytes: int,
+    working_bytes: int,
+    free_bytes: int | None,
+) -> tuple[Literal["device", "host"], str]:
+    """Where the training embeddings go, and why (for the log).
+
+    ``auto`` puts them on ``device`` when ``data_bytes`` fits in ``DEVICE_SHARE`` of
+    ``free_bytes`` less ``working_bytes`` (the model, optimiser, teacher logits and a few
+    batches); on the CPU, or when the free memory is unknown, they go on ``device`` unchecked.
+    """
+    if placement != "auto":
+        return placement, f"placement {placement!r} asked for"
+    if device.type == "cpu":
+        return "device", "the CPU trains from host memory"
+    if free_bytes is None:
+        return "device", f"the free memory of {device} is not known"
+    budget = int(free_bytes * DEVICE_SHARE) - working_bytes
+    if data_bytes <= budget:
+        return "device", f"fits: {free_bytes / 2**20:.0f} MB free"
+    return "host", (
+        f"{data_bytes / 2**20:.0f} MB do not fit in {max(budget, 0) / 2**20:.0f} MB "
+        f"({DEVICE_SHARE:.0%} of {free_bytes / 2**20:.0f} MB free less room to train)"
+    )
+
+
+def _working_bytes(data: torch.Tensor, targets: torch.Tensor, config: TrainConfig) -> int:
+    """Device memory besides the embeddings: float32 batches with their activations, and the
+    teacher's `(N, d, K)` float32 logits with the student's predictions of them."""
+    n, d, dim = data.shape
+    batch = max(config.batch_size, 256) * d * dim * 4
+    logits = n * d * targets.shape[1] * 4
+    return WORKSPACE_BYTES + 8 * batch + 2 * logits
+
+
+def _move(
+    data: torch.Tensor, device: torch.device, asked: Placement, why: str
+) -> tuple[torch.Tensor, Literal["device", "host"], str]:
+    """``data`` on ``device``; in ``auto`` mode, host memory when the device runs out anyway."""
+    try:
+        return data.to(device), "device", why
+    except torch.cuda.OutOfMemoryError:
+        if asked == "device":
+            raise
+        torch.cuda.empty_cache()
+        return data, "host", "the copy to the device ran out of memory"
 
 
 @torch.no_grad()
 def standardize(model: MaskClassifier, bags: Bags) -> None:
     """Per-feature mean and std of the training masks, accumulated in float64 batch by batch."""
-    total = torch.zeros(bags.embeddings.shape[-1], dtype=torch.float64, device=bags.train.device)
+    total = torch.zeros(bags.embeddings.shape[-1], dtype=torch.float64, device=bags.device)
     squares = torch.zeros_like(total)
     count = 0
-    for start in range(0, len(bags.train), 256):
-        x = bags.embeddings[bags.train[start : start + 256]].reshape(-1, total.shape[0]).double()
-        total += x.sum(0)
-        squares += (x * x).sum(0)
-        count += x.shape[0]
+    for x, _ in bags.batches(bags.train, 256):
+        rows = x.reshape(-1, total.shape[0]).double()
+        total += rows.sum(0)
+        squares += (rows * rows).sum(0)
+        count += rows.shape[0]
     mean = total / count
     std = (squares / count - mean * mean).clamp_min(0).sqrt()
     model.set_standardization(mean.float(), std.float())
@@ -151,6 +266,8 @@ def run_epochs(
         "val_bag_accuracy": _bag_accuracy(model, bags, bags.val, config),
         "num_train": float(len(bags.train)),
         "num_val": float(len(bags.val)),
+        "data_on_device": float(bags.placement == "device"),
+        "mixed_precision": float(bags.compute_dtype != torch.float32),
         "seconds": time.perf_counter() - started,
     }
 
@@ -163,16 +280,17 @@ def _epoch(
     optimizer: torch.optim.Optimizer,
     order: torch.Generator,
 ) -> float:
-    shuffled = bags.train[torch.randperm(len(bags.train), generator=order).to(bags.train.device)]
-    total = 0.0
-    for start in range(0, len(shuffled), batch_size):
-        idx = shuffled[start : start + batch_size]
-        loss = loss_fn(model, bags.embeddings[idx].float(), bags.targets[idx], idx)
+    shuffled = bags.train[torch.randperm(len(bags.train), generator=order)]
+    # summed in float64 on the device: the same sum as Python floats, without a sync per step
+    total = torch.zeros((), dtype=torch.float64, device=bags.device)
+    for x, idx in bags.batches(shuffled, batch_size):
+        with bags.autocast():
+            loss = loss_fn(model, x, bags.targets[idx], idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(idx)
-    return total / max(1, len(shuffled))
+        total += loss.detach().double() * len(idx)
+    return float(total) / max(1, len(shuffled))
 
 
 @torch.no_grad()
@@ -180,13 +298,12 @@ def _evaluate(
     model: MaskClassifier, bags: Bags, loss_fn: LossFn, indices: torch.Tensor, batch_size: int
 ) -> float:
     model.eval()
-    total = 0.0
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start : start + batch_size]
-        total += float(loss_fn(model, bags.embeddings[idx].float(), bags.targets[idx], idx)) * len(
-            idx
-        )
-    return total / len(indices) if len(indices) else math.nan
+    total = torch.zeros((), dtype=torch.float64, device=bags.device)
+    for x, idx in bags.batches(indices, batch_size):
+        with bags.autocast():
+            loss = loss_fn(model, x, bags.targets[idx], idx)
+        total += loss.double() * len(idx)
+    return float(total) / len(indices) if len(indices) else math.nan
 
 
 @torch.no_grad()
@@ -196,16 +313,21 @@ def _bag_accuracy(
     """Share of images whose best-scoring class (top-k pooled) is one of their labels."""
     if not len(indices):
         return math.nan
-    logits = predict_bags(model, bags.embeddings[indices], config.batch_size)
+    logits = predict_bags(model, bags, indices, config.batch_size)
     best = pool_topk(logits, config.topk_divisor).argmax(dim=1, keepdim=True)
-    return float((torch.gather(bags.targets[indices], 1, best) > 0).float().mean())
+    targets = bags.targets[indices.to(bags.device)]
+    return float((torch.gather(targets, 1, best) > 0).float().mean())
 
 
 @torch.no_grad()
-def predict_bags(model: MaskClassifier, embeddings: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """`(N, d, K)` logits of `(N, d, D)` bags, in eval mode, batch by batch."""
+def predict_bags(
+    model: MaskClassifier, bags: Bags, indices: torch.Tensor, batch_size: int
+) -> torch.Tensor:
+    """`(n, d, K)` float32 logits of the bags at the `(n,)` host ``indices``, in eval mode,
+    batch by batch, on the training device."""
     model.eval()
-    chunks = [
-        model(embeddings[i : i + batch_size].float()) for i in range(0, len(embeddings), batch_size)
-    ]
+    chunks = []
+    for x, _ in bags.batches(indices, batch_size):
+        with bags.autocast():
+            chunks.append(model(x).float())
     return torch.cat(chunks)

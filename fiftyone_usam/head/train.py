@@ -4,6 +4,10 @@
 without FiftyOne. `fit_teacher` and `fit_student` are its two stages on multi-hot bag targets.
 Both stages use the same held-out split of the images, for early stopping and bag accuracy.
 Training is deterministic on the CPU for a fixed seed (torch's global RNG is left untouched).
+On CUDA the embeddings are copied to the GPU once when they fit (else batches are copied from
+host memory) and the forward passes run under bf16 autocast; ``TrainConfig.placement`` and
+``TrainConfig.precision`` choose otherwise, and the metrics record what was used
+(``data_on_device``, ``mixed_precision``).
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def fit_teacher(
         def loss(
             m: MaskClassifier, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
         ) -> torch.Tensor:
-            return mil_loss(m(x), y, config.topk_divisor)
+            return mil_loss(m(x).float(), y, config.topk_divisor)  # float: losses in fp32
 
         metrics = run_epochs(model, bags, loss, config, progress, "teacher")
     return StageResult(model, metrics)
@@ -113,8 +117,10 @@ def fit_student(
             f"the teacher has {teacher.num_outputs} outputs but the targets have "
             f"{bags.targets.shape[1]} classes: train the teacher on the same classes"
         )
-    teacher_logits = predict_bags(teacher.to(device), bags.embeddings, config.batch_size)
-    bad = bad_masks(teacher_logits[bags.train], bags.targets[bags.train], config.entropy_threshold)
+    everything = torch.arange(len(bags.targets))
+    teacher_logits = predict_bags(teacher.to(device), bags, everything, config.batch_size)
+    train = bags.train.to(device)
+    bad = bad_masks(teacher_logits[train], bags.targets[train], config.entropy_threshold)
     with seeded(config.seed + 1, device):
         model = MaskClassifier(bags.targets.shape[1], head_config).to(device)
         model.set_standardization(teacher.input_mean, teacher.input_std)
@@ -129,7 +135,7 @@ def fit_student(
         def loss(
             m: MaskClassifier, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
         ) -> torch.Tensor:
-            logits = m(x)
+            logits = m(x).float()  # the losses in float32, whatever the autocast
             return config.lambda_mil * mil_loss(
                 logits, y, config.topk_divisor
             ) + config.lambda_uncertainty * uncertainty_loss(

@@ -24,7 +24,6 @@ from fiftyone_usam.inference.postprocess import (
     Instances,
     entropy,
     mask_nms,
-    semantic_map,
     threshold_candidates,
 )
 from fiftyone_usam.inference.predictor import (
@@ -47,7 +46,27 @@ SAM_CLIP_THRESHOLD = 0.7  # the paper's confidence threshold for the SAM+CLIP ba
 FOREGROUND = "foreground"
 
 
-class SamClipLabeler:
+class OneImageAtATime:
+    """`predict_batch` for a labeler that labels each image on its own."""
+
+    def predict_proposals(
+        self, proposals: MaskProposals | None, image: np.ndarray | None = None
+    ) -> Prediction:
+        raise NotImplementedError
+
+    def predict_batch(
+        self,
+        proposals: Sequence[MaskProposals | None],
+        images: Sequence[np.ndarray | None] | None = None,
+    ) -> list[Prediction]:
+        """`predict_proposals` of each image, in order."""
+        pictures = [None] * len(proposals) if images is None else images
+        return [
+            self.predict_proposals(p, image) for p, image in zip(proposals, pictures, strict=True)
+        ]
+
+
+class SamClipLabeler(OneImageAtATime):
     """Labels SAM's mask proposals with CLIP's zero-shot class probabilities.
 
     Per image: the candidate masks ``config.granularity`` chooses (as `USAMPredictor` does);
@@ -215,13 +234,10 @@ def prediction_from_probabilities(
         entropies=entropy(probs[keep[order]]),
         sources=np.asarray(sources)[keep[order]].astype(np.int64),
     )
-    label_map = semantic_map(instances.rles, instances.labels, instances.confidences, image_size)
-    return Prediction(
-        instances, label_map, image_uncertainty(instances, probs.shape[1]), image_size
-    )
+    return Prediction(instances, None, image_uncertainty(instances, probs.shape[1]), image_size)
 
 
-class OtsuLabeler:
+class OtsuLabeler(OneImageAtATime):
     """Class-agnostic baseline: Otsu's threshold on the grayscale image.
 
     The semantic map is the whole Otsu foreground (1 = ``foreground``). Instances are its

@@ -1,17 +1,22 @@
 """Pure post-processing: thresholds, mask NMS, instances and the semantic map.
 
 Masks travel as COCO RLE dicts (``{"size": [H, W], "counts": bytes}``) so that IoUs, boxes and
-areas come from pycocotools without decoding; only kept masks are decoded, once.
+areas come from pycocotools without decoding; only kept masks are decoded, once, and only inside
+their boxes (`mask_crops`): the semantic map and the detections share those crops.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
 
 import numpy as np
 
-from fiftyone_usam.masks import Rle, rle_areas
+from fiftyone_usam.masks import Rle, decode_crops, rle_areas
+
+Decode = Literal["crop", "full"]  # kept masks decoded in their boxes, or whole (the reference)
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +39,16 @@ class Instances:
 
     def __len__(self) -> int:
         return len(self.rles)
+
+    @cached_property
+    def boxes(self) -> np.ndarray:
+        """`(n, 4)` int64 tight boxes (x, y, width, height) in pixels."""
+        return boxes_xywh(self.rles).astype(np.int64)
+
+    @cached_property
+    def crops(self) -> tuple[np.ndarray, ...]:
+        """Each mask inside its box: ``n`` `(height, width)` bool arrays, decoded once."""
+        return mask_crops(self.rles, self.boxes)
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -94,19 +109,32 @@ def mask_nms(
         return np.zeros(0, dtype=np.int64)
     areas = rle_areas(rles)
     order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable") if areas[i] > 0]
-    ious = mask_iou([rles[i] for i in order])
-    kept_ranks: list[int] = []
-    for rank, index in enumerate(order):
-        if not any(
-            ious[rank, k] > iou_threshold and (class_agnostic or labels[order[k]] == labels[index])
-            for k in kept_ranks
-        ):
-            kept_ranks.append(rank)
-    return np.asarray([order[k] for k in kept_ranks], dtype=np.int64)
+    if class_agnostic:
+        groups = [order]
+    else:  # masks of one label never suppress another's: IoUs only within each label
+        by_label: dict[int, list[int]] = {}
+        for index in order:
+            by_label.setdefault(int(labels[index]), []).append(index)
+        groups = list(by_label.values())
+    kept = set()
+    for group in groups:
+        ious = mask_iou([rles[i] for i in group])
+        kept_ranks: list[int] = []
+        for rank in range(len(group)):
+            if not any(ious[rank, k] > iou_threshold for k in kept_ranks):
+                kept_ranks.append(rank)
+        kept.update(group[k] for k in kept_ranks)
+    return np.asarray([i for i in order if i in kept], dtype=np.int64)
 
 
 def semantic_map(
-    rles: Sequence[Rle], labels: np.ndarray, scores: np.ndarray, image_size: tuple[int, int]
+    rles: Sequence[Rle],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    image_size: tuple[int, int],
+    *,
+    crops: tuple[np.ndarray, np.ndarray | Sequence[np.ndarray]] | None = None,
+    decode: Decode = "crop",
 ) -> np.ndarray:
     """Paints each pixel with the label of the most confident mask covering it.
 
@@ -115,6 +143,10 @@ def semantic_map(
         labels: `(n,)` labels 1..C.
         scores: `(n,)` confidences; where masks overlap the higher score wins.
         image_size: `(H, W)`.
+        crops: ``(boxes, crops)`` of the masks when already decoded (`Instances.boxes`,
+            `Instances.crops`).
+        decode: ``crop`` paints each mask inside its box; ``full`` decodes whole masks (the
+            reference; the same map, slower).
 
     Returns:
         `(H, W)` uint8 (uint16 past 255 classes) label map, 0 = background.
@@ -123,9 +155,37 @@ def semantic_map(
 
     dtype = np.uint8 if len(labels) == 0 or int(np.max(labels)) < 256 else np.uint16
     out = np.zeros(image_size, dtype=dtype)
+    if decode == "full":
+        for i in np.argsort(np.asarray(scores), kind="stable"):  # least confident painted first
+            out[mask_utils.decode(rles[int(i)]).astype(bool)] = labels[int(i)]
+        return out
+    if crops is None:
+        boxes = boxes_xywh(rles).astype(np.int64)
+        crops = (boxes, mask_crops(rles, boxes))
+    boxes, masks = crops
     for i in np.argsort(np.asarray(scores), kind="stable"):  # least confident painted first
-        out[mask_utils.decode(rles[int(i)]).astype(bool)] = labels[int(i)]
+        x, y, w, h = (int(v) for v in boxes[int(i)])
+        out[y : y + h, x : x + w][masks[int(i)]] = labels[int(i)]
     return out
+
+
+def paint_instances(instances: Instances, image_size: tuple[int, int]) -> np.ndarray:
+    """The semantic map of kept instances from their crops (`semantic_map`), `(H, W)`."""
+    return semantic_map(
+        instances.rles,
+        instances.labels,
+        instances.confidences,
+        image_size,
+        crops=(instances.boxes, instances.crops),
+    )
+
+
+def mask_crops(rles: Sequence[Rle], boxes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each RLE mask (all of one image's size) decoded inside its `(n, 4)` box (x, y, width,
+    height): `(h, w)` bool."""
+    if not rles:
+        return ()
+    return decode_crops([_counts(rle) for rle in rles], _size(rles[0]), boxes)
 
 
 def boxes_xywh(rles: Sequence[Rle]) -> np.ndarray:
@@ -135,3 +195,13 @@ def boxes_xywh(rles: Sequence[Rle]) -> np.ndarray:
     if not rles:
         return np.zeros((0, 4))
     return np.asarray(mask_utils.toBbox(list(rles)), dtype=np.float64).reshape(-1, 4)
+
+
+def _size(rle: Rle) -> tuple[int, int]:
+    size: Sequence[int] = rle["size"]  # type: ignore[assignment]
+    return int(size[0]), int(size[1])
+
+
+def _counts(rle: Rle) -> bytes:
+    counts = rle["counts"]
+    return counts.encode() if isinstance(counts, str) else counts  # type: ignore[return-value]

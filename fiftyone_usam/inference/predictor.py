@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from fiftyone_usam.devices import cpu_threads
 from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.inference.postprocess import (
     Instances,
     entropy,
     mask_nms,
-    semantic_map,
+    paint_instances,
     threshold_candidates,
 )
 from fiftyone_usam.ontology import Ontology, load_ontology
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 Granularity = Literal["best", "coarse", "medium", "fine", "all"]
 GRANULARITIES: tuple[str, ...] = ("best", "coarse", "medium", "fine", "all")
 DEFAULT_NMS_IOU = 0.5
+DEFAULT_HEAD_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ class Prediction:
 
     Attributes:
         instances: kept masks, most confident first.
-        semantic: `(H, W)` label map, 0 = background, ``i`` = ``classes[i - 1]``.
+        painted: `(H, W)` label map, or None to paint it from the instances when first asked
+            for (`semantic`): the writer thread of `label_view` does it, not the labeller.
         uncertainty: in [0, 1]: the mean normalised entropy of the kept masks' class
             distributions, or 1.0 when no mask was kept (nothing of the classes was found,
             worth a look).
@@ -80,9 +84,17 @@ class Prediction:
     """
 
     instances: Instances
-    semantic: np.ndarray
+    painted: np.ndarray | None
     uncertainty: float
     image_size: tuple[int, int]
+
+    @cached_property
+    def semantic(self) -> np.ndarray:
+        """`(H, W)` label map, 0 = background, ``i`` = ``classes[i - 1]``; where kept masks
+        overlap, the more confident one's label (`paint_instances`)."""
+        if self.painted is not None:
+            return self.painted
+        return paint_instances(self.instances, self.image_size)
 
 
 class USAMPredictor:
@@ -95,6 +107,9 @@ class USAMPredictor:
             (probabilities of a group's classes are summed); None predicts the head's classes.
         extractor: a `MaskEmbeddingExtractor` for `predict_images` (not needed for cached
             proposals).
+        threads: torch intra-op threads of the head's forward pass on the CPU (None: torch's
+            own setting). One by default: a batch's pass is small, and while it runs the
+            other core writes the previous batch.
     """
 
     needs_image = False
@@ -107,8 +122,12 @@ class USAMPredictor:
         *,
         groups: Ontology | None = None,
         extractor: MaskEmbeddingExtractor | None = None,
+        threads: int | None = DEFAULT_HEAD_THREADS,
     ) -> None:
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {threads}")
         self.head = head
+        self.threads = threads
         self.config = config or PredictorConfig()
         self.extractor = extractor
         self.threshold = head.threshold if self.config.threshold is None else self.config.threshold
@@ -132,11 +151,42 @@ class USAMPredictor:
         self, proposals: MaskProposals | None, image: np.ndarray | None = None
     ) -> Prediction:
         """Labels one image from its mask proposals (the image itself is not needed)."""
-        if proposals is None:
+        return self.predict_batch([proposals])[0]
+
+    def predict_batch(
+        self,
+        proposals: Sequence[MaskProposals | None],
+        images: Sequence[np.ndarray | None] | None = None,
+    ) -> list[Prediction]:
+        """Labels many images, with one head forward pass over all their mask embeddings.
+
+        Args:
+            proposals: each image's proposals (``d`` embeddings each; grids may differ).
+            images: not needed (accepted for the `ProposalLabeler` protocol).
+
+        Returns:
+            One `Prediction` per image, equal to `predict_proposals` of each.
+        """
+        if any(p is None for p in proposals):
             raise ConfigError("U-SAM's predictor labels mask proposals: pass them")
-        probs = self.head.predict_proba(proposals.embeddings.astype(np.float32))  # (d, C)
+        given = [p for p in proposals if p is not None]
+        if not given:
+            return []
+        # (sum d, D) as stored (float16): the head casts to float32 itself, faster than numpy
+        rows = np.concatenate([p.embeddings for p in given])
+        with cpu_threads(self.threads if self._on_cpu() else None):
+            probs = self.head.predict_proba(rows)  # (sum d, C)
         if self._merge is not None:
-            probs = probs @ self._merge  # (d, G)
+            probs = probs @ self._merge  # (sum d, G)
+        bounds = np.cumsum([0, *(p.num_points for p in given)])
+        return [self._label(p, probs[bounds[i] : bounds[i + 1]]) for i, p in enumerate(given)]
+
+    def _on_cpu(self) -> bool:
+        device = getattr(self.head, "device", None)
+        return device is None or getattr(device, "type", "cpu") == "cpu"
+
+    def _label(self, proposals: MaskProposals, probs: np.ndarray) -> Prediction:
+        """Candidates, threshold, NMS and the semantic map from `(d, C)` class probabilities."""
         flat, point = candidate_masks(proposals, self.config.granularity)
         keep, labels, confidences = threshold_candidates(probs[point], self.threshold)
         rles = [proposals.rle(int(i)) for i in flat[keep]]
@@ -155,12 +205,9 @@ class USAMPredictor:
             entropies=entropy(kept_probs),
             sources=flat[keep[order]].astype(np.int64),
         )
-        label_map = semantic_map(
-            instances.rles, instances.labels, instances.confidences, proposals.image_size
-        )
         return Prediction(
             instances,
-            label_map,
+            None,  # painted when the writer asks (`Prediction.semantic`)
             image_uncertainty(instances, len(self.classes)),
             proposals.image_size,
         )
@@ -178,11 +225,15 @@ class USAMPredictor:
 
 
 def build_predictor(
-    head: Head, config: PredictorConfig, groups: str | Path | Ontology | None = None
+    head: Head,
+    config: PredictorConfig,
+    groups: str | Path | Ontology | None = None,
+    threads: int | None = DEFAULT_HEAD_THREADS,
 ) -> USAMPredictor:
     """A predictor of ``head`` with ``config``, its classes merged into the superclasses of
     ``groups`` (an ontology, its YAML file, or a comma-separated list) when given."""
-    return USAMPredictor(head, config, groups=load_ontology(groups) if groups else None)
+    ontology = load_ontology(groups) if groups else None
+    return USAMPredictor(head, config, groups=ontology, threads=threads)
 
 
 def candidate_masks(proposals: MaskProposals, granularity: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,15 +1,17 @@
 """`embed`: fill an EmbeddingStore with SAM mask proposals for the samples of a FiftyOne view.
 
 Resumable: samples already in the store are skipped, finished work is flushed to disk in whole
-shards, and an image that cannot be read is reported with its sample id and skipped.
+shards, and an image that cannot be read, or that SAM fails on alone, is reported with its sample
+id and skipped. The host's work on a batch (RLE strings) overlaps the device's on the next.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,16 +19,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fiftyone_usam.devices import Precision
-from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor, spec_for
+from fiftyone_usam.embeddings.extractor import (
+    MASK_MODES,
+    MaskEmbeddingExtractor,
+    MaskEncoding,
+    MaskMode,
+    SubmitBatch,
+    spec_for,
+)
+from fiftyone_usam.embeddings.fast_attention import EncoderAttention
 from fiftyone_usam.embeddings.proposals import MaskProposals
-from fiftyone_usam.embeddings.sam_backend import load_sam
+from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
 from fiftyone_usam.embeddings.store import (
     EmbeddingStore,
     StoreSpec,
     spec_at,
     write_sam_record,
 )
-from fiftyone_usam.errors import ImageLoadError
+from fiftyone_usam.errors import ConfigError, ImageLoadError
 from fiftyone_usam.fiftyone_io.datasets import (
     default_store_path,
     locate_store,
@@ -41,6 +51,9 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
+
+# a batch in flight: its size, its readable images by sample id, their proposals to come
+_Submitted = tuple[int, list[tuple[str, np.ndarray]], list[Future[MaskProposals]]]
 
 
 @dataclass
@@ -91,6 +104,10 @@ def embed(
     num_workers: int = 4,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     points_per_batch: int = 128,
+    masks: MaskMode = "full",
+    mask_encoding: MaskEncoding = "device",
+    encoder_attention: EncoderAttention = "auto",
+    encode_workers: int = 1,
     progress: bool | ProgressCallback | None = None,
 ) -> EmbedReport:
     """Computes SAM mask proposals for every sample of a view into an EmbeddingStore.
@@ -98,7 +115,8 @@ def embed(
     Args:
         dataset: a dataset name, a dataset or a view.
         store: the store directory (created if absent; must have the same spec if present).
-            Default: ``<FiftyOne dataset dir>/usam/<dataset>/embeddings-<variant>-p<points>``.
+            Default: ``<FiftyOne dataset dir>/usam/<dataset>/embeddings-<variant>-p<points>``
+            (``...-nomasks`` with ``masks="none"``).
         sam: a SAM variant (``vit_b``, ``vit_l``, ``vit_h``, a custom name or config file), a
             built ``segment_anything`` Sam / `LoadedSam`, or None: the variant described beside
             ``checkpoint`` (``<stem>.json``) if any, else ``vit_b``.
@@ -114,6 +132,20 @@ def embed(
         max_pixels: an image of more pixels is not decoded and fails on its own (None: no
             limit but PIL's decompression-bomb check).
         points_per_batch: prompts per mask-decoder call, which bounds its memory.
+        masks: ``full`` keeps SAM's masks (COCO RLE) and stability scores, which labelling
+            needs; ``none`` keeps only the embeddings and predicted IoUs, all that training
+            reads (about half the size, and no mask upsampling). A store holds one or the
+            other: adding to a store of the other kind is refused.
+        mask_encoding: ``device`` finds the masks' run lengths on the model's device and
+            copies only those to the host; ``host`` copies the masks and encodes them there
+            (the reference). The stored bytes are the same either way.
+        encoder_attention: ``sdpa`` runs the image encoder's attention as one fused
+            ``scaled_dot_product_attention`` (equal to ``reference`` within float rounding);
+            ``auto`` is ``sdpa`` on CUDA, ``reference`` elsewhere.
+        encode_workers: threads that turn runs into RLE strings while the device works on the
+            next image and the next batch (0: in line). None of these three changes what is
+            stored, so they are not in the store's spec: a store filled one way is resumed any
+            other way.
         progress: a progress bar (True/False; None follows FiftyOne's ``show_progress_bars``),
             or a callable receiving ``(done, total)`` after each batch.
 
@@ -123,12 +155,24 @@ def embed(
         modification time) is embedded again.
     """
     started = time.perf_counter()
+    keep = _keeps_masks(masks)
     view = resolve_view(dataset, view_tag)
     loaded = load_sam(sam, checkpoint, device=device)
-    fresh = spec_for(loaded, points_per_side)
+    extractor = _extractor(
+        loaded,
+        points_per_side=points_per_side,
+        batch_size=batch_size,
+        precision=precision,
+        points_per_batch=points_per_batch,
+        masks=masks,
+        mask_encoding=mask_encoding,
+        encoder_attention=encoder_attention,
+        encode_workers=encode_workers,
+    )  # checked before the store is touched
+    fresh = spec_for(loaded, points_per_side).with_masks(keep)
     like = spec_at(store if store is not None else default_store_path(view.dataset_name, fresh))
-    spec = spec_for(loaded, points_per_side, like=like)
-    path = locate_store(view, spec, store, default=True)
+    spec = spec_for(loaded, points_per_side, like=like).with_masks(keep)
+    path = locate_store(view, spec, store, default=True, masks=keep)
     assert path is not None  # with default=True and a StoreSpec, always a path
     target = EmbeddingStore.create(path, spec)
     write_sam_record(target.path, loaded)
@@ -144,19 +188,14 @@ def embed(
             "%d sample(s) whose image file changed since they were embedded are embedded "
             "again: %s", len(changed), ", ".join(report.changed[:10]),
         )  # fmt: skip
-    extractor = MaskEmbeddingExtractor(
-        loaded, points_per_side, batch_size, precision, points_per_batch=points_per_batch
-    )
     writer = _ShardWriter(target, view, files, changed, max(1, shard_size))
     if not todo:
         writer.record()
     bar = Progress(progress, len(todo), "embed")
     try:
-        for batch in _read_ahead(todo, batch_size, num_workers, max_pixels):
-            images = _keep_readable(batch, report.failed)
-            first = report.embedded == 0 and not writer.pending
-            report.embedded += writer.add(_extract(extractor, images, report.failed, first))
-            bar.update(len(batch))
+        _embed_batches(
+            extractor, _read_ahead(todo, batch_size, num_workers, max_pixels), writer, report, bar
+        )
     finally:
         report.embedded += writer.flush()  # keep finished work, even on interrupt
         bar.close()
@@ -165,6 +204,21 @@ def embed(
         logger.warning("skipped sample %s: %s", sample_id, reason)
     logger.info("embed: %s", report.summary())
     return report
+
+
+def _extractor(loaded: LoadedSam, **settings: Any) -> MaskEmbeddingExtractor:
+    """The extractor of these settings; a bad one is a `ConfigError` that names it."""
+    try:
+        return MaskEmbeddingExtractor(loaded, **settings)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def _keeps_masks(masks: str) -> bool:
+    """Whether ``masks`` (checked) keeps the masks."""
+    if masks not in MASK_MODES:
+        raise ConfigError(f"masks must be one of {', '.join(MASK_MODES)}, not {masks!r}")
+    return masks == "full"
 
 
 def _read_ahead(
@@ -200,35 +254,94 @@ def _keep_readable(
     return images
 
 
-def _extract(
+def _embed_batches(
     extractor: MaskEmbeddingExtractor,
+    batches: Iterable[list[tuple[str, np.ndarray | ImageLoadError]]],
+    writer: _ShardWriter,
+    report: EmbedReport,
+    bar: Progress,
+) -> None:
+    """Embeds batch after batch into ``writer``, in order.
+
+    A batch's results are taken (written, counted, shown) once the next batch's device work is
+    done, so the host's work on it (RLE strings) overlaps that: at most two batches are in
+    flight, and a stop loses only work that was never counted.
+    """
+    with extractor.pipelined() as submit:
+        pending: deque[_Submitted] = deque()
+        for batch in batches:
+            images = _keep_readable(batch, report.failed)
+            pending.append((len(batch), images, _submit(submit, images)))
+            if len(pending) > 1:
+                _take(submit, *pending.popleft(), writer, report, bar)
+        while pending:
+            _take(submit, *pending.popleft(), writer, report, bar)
+
+
+def _submit(
+    submit: SubmitBatch, images: list[tuple[str, np.ndarray]]
+) -> list[Future[MaskProposals]]:
+    """``submit`` of a batch's images; an error of the device's part fails each image's future."""
+    try:
+        return submit([image for _, image in images]) if images else []
+    except Exception as e:
+        failed: Future[MaskProposals] = Future()
+        failed.set_exception(e)
+        return [failed] * len(images)
+
+
+def _take(
+    submit: SubmitBatch,
+    size: int,
     images: list[tuple[str, np.ndarray]],
+    futures: list[Future[MaskProposals]],
+    writer: _ShardWriter,
+    report: EmbedReport,
+    bar: Progress,
+) -> None:
+    """Adds a submitted batch's results to ``writer`` and ``size`` images to the progress."""
+    nothing_done_yet = report.embedded == 0 and not writer.pending
+    report.embedded += writer.add(
+        _results(submit, images, futures, report.failed, nothing_done_yet)
+    )
+    bar.update(size)
+
+
+def _results(
+    submit: SubmitBatch,
+    images: list[tuple[str, np.ndarray]],
+    futures: list[Future[MaskProposals]],
     failed: dict[str, str],
     nothing_done_yet: bool,
 ) -> dict[str, MaskProposals]:
-    """Extracts a batch; if it fails, retries image by image so one bad image costs only itself.
+    """A batch's proposals by sample id. An image that failed within a batch of several is
+    tried again alone, so one bad image costs only itself; one that fails alone is recorded
+    in ``failed``.
 
     An image that fails on its own before any image of the run succeeded points at the setup
     (device, model), not the image: that error is raised instead of being recorded per sample.
     """
-    if not images:
-        return {}
-    try:
-        return dict(
-            zip([i for i, _ in images], extractor.extract([im for _, im in images]), strict=True)
-        )
-    except Exception:
-        if nothing_done_yet and len(images) == 1:
-            raise
     out: dict[str, MaskProposals] = {}
-    for sample_id, image in images:
+    for (sample_id, image), future in zip(images, futures, strict=True):
         try:
-            out[sample_id] = extractor.extract([image])[0]
+            out[sample_id] = _result(submit, image, future, alone=len(images) == 1)
         except Exception as e:
             if nothing_done_yet and not out:
                 raise
             failed[sample_id] = f"SAM failed on this image ({type(e).__name__}: {e})"
     return out
+
+
+def _result(
+    submit: SubmitBatch, image: np.ndarray, future: Future[MaskProposals], alone: bool
+) -> MaskProposals:
+    """The image's proposals; if they failed within a batch of several, tried again alone."""
+    try:
+        return future.result()
+    except Exception:
+        if alone:
+            raise
+    return submit([image])[0].result()
 
 
 class _ShardWriter:

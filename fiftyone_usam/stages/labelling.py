@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
-from fiftyone_usam.fiftyone_io.labeling import ProposalLabeler, label_view
+from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH, ProposalLabeler, label_view
 from fiftyone_usam.fiftyone_io.writer import output_fields, plan_writes
 from fiftyone_usam.head.classifier import Head
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
@@ -97,6 +97,8 @@ def label_samples(
     overwrite: bool = False,
     mask_dir: str | Path | None = None,
     progress: bool | ProgressCallback | None = None,
+    label_batch_size: int = DEFAULT_LABEL_BATCH,
+    bulk_writes: bool = True,
 ) -> PredictReport:
     """Labels the view's samples that need it and fills ``report`` (the shared sequence).
 
@@ -111,6 +113,8 @@ def label_samples(
         overwrite: replace existing output fields.
         mask_dir: write masks as PNG files here instead of into the documents.
         progress: a bar or a ``(done, total)`` callback.
+        label_batch_size: samples per labeler call and per database write.
+        bulk_writes: write batches with bulk ``set_values`` (False: sample by sample).
 
     Returns:
         ``report``.
@@ -146,6 +150,8 @@ def label_samples(
         mask_dir=mask_dir,
         progress=progress,
         failed=report.failed,
+        batch_size=label_batch_size,
+        bulk_writes=bulk_writes,
     )
     return report
 

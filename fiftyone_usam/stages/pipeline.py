@@ -7,7 +7,9 @@ re-run after a crash, or after changing only the class list, does only the work 
 - training images: `generate` / `crawl` resume by themselves (a changed class list keeps the
   images of the classes it still names and adds the new ones);
 - embeddings: a store recorded on the dataset with the same SAM variant and grid that holds
-  every sample is reused without loading SAM;
+  every sample is reused without loading SAM. The training images' store keeps no masks by
+  default (``training_masks="none"``: training reads only embeddings), though one an earlier
+  run made with masks is reused; the target's keeps them (predict labels from its masks);
 - the head: trained into ``<workdir>/heads/<key>``, where the key hashes the classes, the
   training images and the training settings; an existing complete head with that key is reused;
 - predictions: `predict` labels only samples not labelled yet with the same head and settings,
@@ -25,9 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fiftyone_usam.embeddings.extractor import MASK_MODES, MaskMode
 from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.evaluation.report import EvaluationReport
 from fiftyone_usam.fiftyone_io.datasets import resolve_view, usam_dir
+from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH
 from fiftyone_usam.ontology import Ontology, load_ontology
 from fiftyone_usam.sources import Source
 from fiftyone_usam.stages.pipeline_steps import (
@@ -125,6 +129,7 @@ def run(
     engine: str = "bing",
     urls_file: str | Path | None = None,
     points_per_side: int = 10,
+    training_masks: MaskMode = "none",
     epochs: int | None = None,
     superclasses: bool = False,
     seed: int = 0,
@@ -132,6 +137,7 @@ def run(
     view_tag: str | None = None,
     overwrite: bool = False,
     device: str | torch.device | None = None,
+    label_batch_size: int = DEFAULT_LABEL_BATCH,
     progress: bool | StageProgress | None = None,
 ) -> PipelineReport:
     """Runs the whole chain for ``classes`` and labels ``dataset`` (resumable; see module doc).
@@ -153,6 +159,9 @@ def run(
         engine: the crawl engine (``bing``, ``google``, ``baidu``, ``flickr`` or ``urls``).
         urls_file: ``class<TAB>url`` lines, for ``engine="urls"``.
         points_per_side: the prompt grid (10: d = 100 masks per image, as in the paper).
+        training_masks: ``none`` (default) embeds the training images without their masks
+            (about half the store; training reads only the embeddings); ``full`` keeps them.
+            The target's store always keeps its masks.
         epochs: head training epochs per stage; default: the training config's.
         superclasses: train on the ontology's superclasses (and evaluate the ground truth by
             superclass); the images are still generated per class.
@@ -161,6 +170,7 @@ def run(
         view_tag: label (and evaluate) only the target samples with this tag.
         overwrite: allow replacing prediction fields this pipeline did not write.
         device: torch device for every stage.
+        label_batch_size: predict's samples per head pass and per database write.
         progress: True for bars, False for none, or ``callback(stage, done, total)``.
 
     Raises:
@@ -168,6 +178,8 @@ def run(
     """
     if source not in DEFAULT_PER_CLASS:
         raise ConfigError(f"source must be 'synthetic' or 'crawl', not {source!r}")
+    if training_masks not in MASK_MODES:
+        raise ConfigError(f"training_masks must be 'full' or 'none', not {training_masks!r}")
     ontology = load_ontology(classes)
     target = resolve_view(dataset, view_tag)
     train_name = training_dataset or f"{target.dataset_name}-usam-{source}"
@@ -181,10 +193,14 @@ def run(
         )  # fmt: skip
         stage.status = "ran" if ran else "skipped"
     train_view = resolve_view(train_name)
-    for name, view in (("embed training", train_view), ("embed target", target)):
+    embeds: tuple[tuple[str, fo.DatasetView, MaskMode], ...] = (
+        ("embed training", train_view, training_masks),
+        ("embed target", target, "full"),  # predict labels from its masks
+    )
+    for name, view, masks in embeds:
         with _stage(report, name) as stage:
             store, ran, stage.detail = embed_step(
-                view, sam_cache, points_per_side, _progress(progress, name)
+                view, sam_cache, points_per_side, masks, _progress(progress, name)
             )
             report.stores[view.dataset_name] = store
             stage.status = "ran" if ran else "skipped"
@@ -197,7 +213,7 @@ def run(
     with _stage(report, "predict") as stage:
         pred = predict_step(
             target, report.head, report.stores[target.dataset_name], field, out, threshold,
-            overwrite, sam_cache, device, _progress(progress, "predict"),
+            overwrite, sam_cache, device, _progress(progress, "predict"), label_batch_size,
         )  # fmt: skip
         report.fields = pred.fields
         stage.status = "ran" if pred.labelled else "skipped"

@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fiftyone_usam.embeddings.extractor import spec_for
+from fiftyone_usam.embeddings.extractor import MaskMode, spec_for
 from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
 from fiftyone_usam.embeddings.sam_checkpoints import file_sha256, known_content_hash
 from fiftyone_usam.embeddings.sam_variants import resolve_variant
+from fiftyone_usam.embeddings.store import spec_at
 from fiftyone_usam.evaluation.report import EvaluationReport
 from fiftyone_usam.fiftyone_io.datasets import locate_store, root_dataset
+from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH
 from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
 from fiftyone_usam.fiftyone_io.writer import FieldExistsError, output_fields, recorded_run
 from fiftyone_usam.files import write_text_atomic
@@ -116,20 +118,37 @@ def training_images_step(
 
 
 def embed_step(
-    view: fo.DatasetView, sam: SamCache, points_per_side: int, progress: Any
+    view: fo.DatasetView, sam: SamCache, points_per_side: int, masks: MaskMode, progress: Any
 ) -> tuple[Path, bool, str]:
-    """Reuses a complete recorded store of the same SAM and grid, else embeds what is missing."""
+    """Reuses a complete recorded store of the same SAM and grid, else embeds what is missing.
+
+    ``masks="full"`` (the target, which predict labels from) takes only a store that keeps its
+    masks. ``masks="none"`` (training images) takes a store with or without masks, and adds
+    what is missing to the recorded store of this SAM and grid in that store's own kind (an
+    earlier run's store with masks goes on being used), else to a new store without masks.
+    """
+    keep = masks == "full"
+    either = True if keep else None
     wanted: dict[str, Any] = {"sam_variant": sam.variant, "points_per_side": points_per_side}
     identities = sam.identities()
     if identities is not None:
         wanted["checkpoint_sha256"] = identities
-    found = locate_store(view, wanted, complete=True)
+    found = locate_store(view, wanted, complete=True, masks=either)
     if found is not None:
         return found, False, f"{len(view)} samples already in {found}"
     loaded = sam.get()
-    target = locate_store(view, spec_for(loaded, points_per_side), default=True)
+    spec = spec_for(loaded, points_per_side).with_masks(keep)
+    target = locate_store(view, spec, default=True, masks=either)
+    assert target is not None  # with default=True and a StoreSpec, always a path
+    there = spec_at(target)
+    kind: MaskMode = masks if there is None else ("full" if there.has_masks else "none")
     result = embed(
-        view, store=target, sam=loaded, points_per_side=points_per_side, progress=progress
+        view,
+        store=target,
+        sam=loaded,
+        points_per_side=points_per_side,
+        masks=kind,
+        progress=progress,
     )
     return Path(result.store), result.embedded > 0, result.summary()
 
@@ -188,6 +207,7 @@ def predict_step(
     sam: SamCache,
     device: Any,
     progress: Any,
+    label_batch_size: int = DEFAULT_LABEL_BATCH,
 ) -> PredictReport:
     """Labels the target; replaces this pipeline's own older predictions when the head changed."""
     assert head is not None
@@ -202,6 +222,7 @@ def predict_step(
         threshold=threshold,
         device=device,
         progress=progress,
+        label_batch_size=label_batch_size,
     )
     try:  # same head and settings: resumes (labels only what is missing)
         return predict(view, overwrite=overwrite, **options)

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.embeddings.sam_backend import weights_sha256
 from fiftyone_usam.fiftyone_io.datasets import resolve_view
+from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH
 from fiftyone_usam.head.checkpoint import resolve_head
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
 from fiftyone_usam.inference.predictor import (
+    DEFAULT_HEAD_THREADS,
     DEFAULT_NMS_IOU,
     Granularity,
     PredictorConfig,
@@ -56,6 +58,9 @@ def predict(
     batch_size: int = 4,
     shard_size: int = 16,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    label_batch_size: int = DEFAULT_LABEL_BATCH,
+    bulk_writes: bool = True,
+    head_threads: int | None = DEFAULT_HEAD_THREADS,
     progress: bool | ProgressCallback | None = None,
 ) -> PredictReport:
     """Labels the samples of a view with a trained head.
@@ -83,6 +88,12 @@ def predict(
         batch_size: images per SAM encoder call, when SAM runs.
         shard_size: images per store shard, when SAM runs.
         max_pixels: when SAM runs, an image of more pixels fails on its own, undecoded.
+        label_batch_size: samples per head forward pass and per database write (1: one at a
+            time).
+        bulk_writes: write each batch with three bulk ``set_values`` calls (False: build
+            FiftyOne's label objects and save sample by sample; the same labels, slower).
+        head_threads: torch threads of the head's forward passes on the CPU (None: torch's
+            setting); one leaves the other core to the writes.
         progress: a progress bar (True/False; None follows FiftyOne), or ``(done, total)``
             callback.
 
@@ -93,7 +104,7 @@ def predict(
     view = resolve_view(dataset, view_tag)
     model, head_path = resolve_head(head, device)
     config = PredictorConfig(threshold, nms_iou, granularity, class_agnostic_nms)
-    predictor = build_predictor(model, config, groups)
+    predictor = build_predictor(model, config, groups, head_threads)
     settings = {**predictor.describe(), "head_sha256": weights_sha256(model.model)}
     report = new_report(field, predictor.classes, view)
     label_samples(
@@ -109,6 +120,8 @@ def predict(
         overwrite=overwrite,
         mask_dir=mask_dir,
         progress=progress,
+        label_batch_size=label_batch_size,
+        bulk_writes=bulk_writes,
     )
     report.seconds = time.perf_counter() - started
     logger.info("predict: %s", report.summary())

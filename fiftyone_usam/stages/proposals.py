@@ -3,6 +3,8 @@ them (SAM is then never loaded), else SAM, whose new embeddings are added to the
 
 What the proposals must be is said by a trained head (its training store's spec) or, for a
 labeler without a head such as the SAM+CLIP baseline, by a `StoreSpec` (see `proposal_spec`).
+Labelling needs SAM's masks: a store embedded with ``masks="none"`` is never read here (a head
+trained from one labels from a store with masks of the same SAM and grid).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fiftyone_usam.embeddings.extractor import spec_for
 from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
+from fiftyone_usam.errors import StoreError
 from fiftyone_usam.fiftyone_io.datasets import locate_store
 from fiftyone_usam.head.classifier import Head
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
@@ -76,7 +79,8 @@ def ensure_embeddings(
         view: the samples to label.
         wanted: a trained head (the store must fit it), or the spec of the proposals wanted.
         store: the store to read (and add to); default: the store recorded on the dataset with
-            the wanted spec, else a new one at the default location.
+            the wanted spec and masks, else a new one at the default location. A store without
+            masks (``masks="none"``) is refused.
         sam, checkpoint, device, batch_size, shard_size, max_pixels: for embedding the samples
             the store lacks, or whose image file changed since they were embedded.
         progress: for that embedding.
@@ -84,6 +88,9 @@ def ensure_embeddings(
     Returns:
         ``(store, failed, used_sam)``: the store, sample id -> reason for samples that could not
         be embedded, and whether SAM was loaded.
+
+    Raises:
+        StoreError: ``store`` holds no masks, or does not fit ``wanted``.
     """
     spec = wanted if isinstance(wanted, StoreSpec) else wanted.store_spec
     # A head of unknown origin (trained from arrays) names no spec: only the store or the SAM
@@ -93,6 +100,7 @@ def ensure_embeddings(
         EmbeddingStore.open(path) if path is not None and (path / "spec.json").exists() else None
     )
     if opened is not None:
+        _require_masks(opened)
         if isinstance(wanted, StoreSpec):
             check_spec(opened.spec, wanted)
         else:
@@ -120,3 +128,14 @@ def ensure_embeddings(
         progress=progress,
     )
     return EmbeddingStore.open(report.store), report.failed, True
+
+
+def _require_masks(store: EmbeddingStore) -> None:
+    """Refuses a store embedded without masks: labelling reads SAM's masks."""
+    if not store.spec.has_masks:
+        raise StoreError(
+            f"the EmbeddingStore at {store.path} holds no masks (it was embedded with "
+            "--masks none, which is enough for training only), and labelling needs SAM's "
+            "masks: embed these images again with --masks full into another store (`usam embed "
+            "--masks full --store OTHER_DIR`) and label from that, or leave --store out"
+        )

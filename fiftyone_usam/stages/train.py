@@ -27,7 +27,13 @@ from fiftyone_usam.fiftyone_io.datasets import (
 from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
 from fiftyone_usam.fiftyone_io.training_set import load_training_set
 from fiftyone_usam.head.checkpoint import load_head, save_head
-from fiftyone_usam.head.config import Stage, TrainConfig, with_overrides
+from fiftyone_usam.head.config import (
+    Placement,
+    Stage,
+    TrainConfig,
+    TrainPrecision,
+    with_overrides,
+)
 from fiftyone_usam.head.layout import read_metadata
 from fiftyone_usam.head.model import HeadConfig
 from fiftyone_usam.head.train import fit_head
@@ -105,6 +111,8 @@ def train_head(
     lr: float | None = None,
     seed: int | None = None,
     device: str | None = None,
+    precision: TrainPrecision | None = None,
+    placement: Placement | None = None,
     config: TrainConfig | str | Path | None = None,
     head_config: HeadConfig | str | Path | None = None,
     overwrite: bool = False,
@@ -116,7 +124,8 @@ def train_head(
         dataset: a dataset name, dataset or view of single-object training images.
         label_field: the `fo.Classification` field with each image's class.
         store: the EmbeddingStore holding the images' embeddings; default: the newest store
-            recorded on the dataset by `embed`.
+            recorded on the dataset by `embed` (with or without masks: training reads only the
+            embeddings, so a store embedded with ``masks="none"`` is enough).
         out: output directory; gets ``teacher/`` and ``student/`` checkpoints. Default:
             ``<FiftyOne dataset dir>/usam/<dataset>/head``.
         stage: ``teacher``, ``student`` (distils from ``<out>/teacher``, trained before) or
@@ -132,6 +141,11 @@ def train_head(
         lr: overrides ``config.lr``.
         seed: overrides ``config.seed``.
         device: overrides ``config.device`` (default: CUDA if available, else the CPU).
+        precision: overrides ``config.precision``: ``auto`` (bf16 autocast on CUDA, fp32 on
+            the CPU), ``fp32`` or ``bf16``.
+        placement: overrides ``config.placement``: ``auto`` (the training set on the device
+            when it fits in its free memory, else in host memory, batch by batch), ``device``
+            or ``host``.
         config: a `TrainConfig` or a JSON/YAML file of its settings.
         head_config: a `HeadConfig` or a JSON/YAML file of its settings.
         overwrite: train even when ``out`` holds a head trained on the same images, labels,
@@ -151,7 +165,16 @@ def train_head(
     view = resolve_view(dataset, view_tag)
     train_config = with_overrides(
         _config(TrainConfig, config),
-        dict(stage=stage, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device),
+        dict(
+            stage=stage,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            precision=precision,
+            placement=placement,
+        ),
     )
     shape = _config(HeadConfig, head_config)
     data = _training_set(view, label_field, store, classes, superclasses)
@@ -182,8 +205,14 @@ def train_head(
 
 def _training_key(data: TrainingSet, config: TrainConfig, shape: HeadConfig) -> str:
     """A hash of everything a head is trained from: images, labels, classes, the store's spec
-    and the settings (the device aside: it does not change what is learnt on the CPU)."""
-    settings = {k: v for k, v in config_to_dict(config).items() if k != "device"}
+    and the settings. The device and the placement of the data aside (they do not change what
+    is learnt on the CPU), and ``precision="auto"``, what runs before it existed did: keys of
+    heads trained before stay valid."""
+    settings = {
+        k: v
+        for k, v in config_to_dict(config).items()
+        if k not in ("device", "placement") and not (k == "precision" and v == "auto")
+    }
     key = {
         "images": list(data.sample_ids),
         "labels": data.labels.tolist(),
@@ -251,7 +280,7 @@ def _training_set(
     superclasses: bool,
 ) -> TrainingSet:
     if store is None:
-        store = find_store(view)
+        store = find_store(view, masks=None)  # training reads only the embeddings
         if store is None:
             raise StoreError(
                 f"no EmbeddingStore is recorded on dataset {view.dataset_name!r}: embed it first "

@@ -12,7 +12,7 @@ from PIL import Image
 
 import fiftyone_usam as usam
 from fiftyone_usam.embeddings.store import EmbeddingStore
-from fiftyone_usam.errors import DatasetNotFoundError
+from fiftyone_usam.errors import ConfigError, DatasetNotFoundError
 from fiftyone_usam.fiftyone_io.datasets import find_store, recorded_stores
 from tests.unit.test_store import assert_same
 
@@ -304,3 +304,201 @@ def test_store_of_another_spec_is_refused_before_any_work(
 def test_missing_dataset_is_explained():
     with pytest.raises(DatasetNotFoundError, match=r"no FiftyOne dataset named 'no-such-dataset'"):
         usam.embed("no-such-dataset", store="/tmp/x", sam="tiny")
+
+
+# -- masks="none": embeddings only, for training images -------------------------------------
+
+
+def store_bytes(store):
+    return sum(p.stat().st_size for p in (store / "shards").glob("*.safetensors"))
+
+
+def test_embed_without_masks_keeps_only_the_embeddings(
+    make_dataset, image_files, tiny_checkpoint, tmp_path
+):
+    from click.testing import CliRunner
+    from safetensors import safe_open
+
+    from fiftyone_usam.cli import main
+    from fiftyone_usam.errors import StoreError
+
+    dataset = make_dataset(image_files)
+    common = dict(sam="tiny", checkpoint=tiny_checkpoint, points_per_side=4, device="cpu")
+    usam.embed(dataset, store=tmp_path / "full", **common)
+    args = ["embed", "--dataset", dataset.name, "--store", tmp_path / "none", "--masks", "none"]
+    args += ["--checkpoint", tiny_checkpoint, "--points-per-side", 4, "--device", "cpu"]
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "6 embedded" in result.output
+
+    full, none = EmbeddingStore.open(tmp_path / "full"), EmbeddingStore.open(tmp_path / "none")
+    assert none.spec == full.spec.with_masks(False) and none.spec.mask_format == "none"
+    for shard in (tmp_path / "none" / "shards").glob("*.safetensors"):
+        with safe_open(str(shard), framework="np") as f:
+            assert not {"rle_bytes", "rle_offsets"} & set(f.keys())
+            assert np.isnan(f.get_tensor("stability_scores")).all()
+    ids = dataset.values("id")
+    np.testing.assert_array_equal(none.load_embeddings(ids), full.load_embeddings(ids))
+    for sample_id, proposals in none.iter_proposals(ids):
+        assert not proposals.has_masks and proposals.mask_rles == ()
+        np.testing.assert_array_equal(
+            proposals.iou_predictions, full.get(sample_id).iou_predictions
+        )
+        assert proposals.image_size == full.get(sample_id).image_size
+    assert store_bytes(tmp_path / "none") < store_bytes(tmp_path / "full")
+
+    again = usam.embed(dataset, store=tmp_path / "none", masks="none", **common)
+    assert (again.embedded, again.already_done) == (0, 6)  # resumes like any store
+    with pytest.raises(StoreError, match=r"mask_format: store has 'none', asked for 'coco_rle'"):
+        usam.embed(dataset, store=tmp_path / "none", **common)
+
+
+def test_a_store_without_masks_has_its_own_default_location(
+    make_dataset, image_files, tiny_checkpoint
+):
+    import fiftyone as fo
+
+    from fiftyone_usam.errors import ConfigError
+
+    dataset = make_dataset(image_files[:1])
+    common = dict(sam="tiny", checkpoint=tiny_checkpoint, points_per_side=2, device="cpu")
+    full = usam.embed(dataset, **common)
+    none = usam.embed(dataset, masks="none", **common)  # the newest store on the dataset
+    folder = os.path.join(fo.config.default_dataset_dir, "usam", dataset.name)
+    assert str(none.store) == os.path.join(folder, "embeddings-tiny-p2-nomasks")
+    assert str(full.store) == os.path.join(folder, "embeddings-tiny-p2")
+    assert none.embedded == 1  # a store with masks is not one without
+    dataset.reload()
+    assert find_store(dataset) == full.store  # labelling: the store with masks
+    assert find_store(dataset, masks=False) == none.store
+    with pytest.raises(ConfigError, match=r"masks must be one of full, none, not 'some'"):
+        usam.embed(dataset, masks="some", **common)  # type: ignore[arg-type]
+
+
+# -- speed switches: mask_encoding, encoder_attention, encode_workers -------------------------
+
+
+def test_the_speed_switches_do_not_change_the_store(
+    make_dataset, image_files, tiny_checkpoint, tmp_path
+):
+    """Batches pipelined (host work overlapping the next batch) or taken one by one in line,
+    masks encoded on the device or the host: the same shards, the same spec."""
+    dataset = make_dataset(image_files)
+    common = dict(sam="tiny", checkpoint=tiny_checkpoint, points_per_side=4, device="cpu")
+    common.update(batch_size=2, shard_size=3)  # shards that straddle batches
+    inline = usam.embed(
+        dataset, store=tmp_path / "a", encode_workers=0, mask_encoding="host", **common
+    )
+    piped = usam.embed(dataset, store=tmp_path / "b", encode_workers=2, **common)
+    assert inline.embedded == piped.embedded == 6 and inline.spec == piped.spec
+    a, b = EmbeddingStore.open(tmp_path / "a"), EmbeddingStore.open(tmp_path / "b")
+    assert len(shard_files(tmp_path / "a")) == len(shard_files(tmp_path / "b")) == 2
+    for sample_id in dataset.values("id"):
+        assert_same(a.get(sample_id), b.get(sample_id))
+    assert (tmp_path / "a" / "spec.json").read_text() == (tmp_path / "b" / "spec.json").read_text()
+    again = usam.embed(dataset, store=tmp_path / "a", encoder_attention="sdpa", **common)
+    assert (again.embedded, again.already_done) == (0, 6)  # not in the spec: resumed as it is
+    with pytest.raises(ConfigError, match=r"mask_encoding must be one of device, host"):
+        usam.embed(dataset, store=tmp_path / "c", mask_encoding="gpu", **common)
+    assert not (tmp_path / "c").exists()  # refused before the store was made
+
+
+def test_the_cli_speed_options_reach_the_extractor(
+    make_dataset, image_files, tiny_checkpoint, tmp_path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from fiftyone_usam.cli import main
+    from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
+
+    seen = []
+    init = MaskEmbeddingExtractor.__init__
+
+    def recording(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        seen.append((self.mask_encoding, self.encoder_attention, self.encode_workers))
+
+    monkeypatch.setattr(MaskEmbeddingExtractor, "__init__", recording)
+    dataset = make_dataset(image_files[:2])
+    args = ["embed", "--dataset", dataset.name, "--checkpoint", tiny_checkpoint, "--device", "cpu"]
+    args += ["--points-per-side", 2, "--store", tmp_path / "s"]
+    speed = ["--mask-encoding", "host", "--encoder-attention", "sdpa", "--encode-workers", 3]
+    for extra in ([], speed):
+        result = CliRunner().invoke(main, [str(a) for a in args + extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert seen == [("device", "reference", 1), ("host", "sdpa", 3)]  # auto: reference on CPU
+    bad = CliRunner().invoke(main, [str(a) for a in [*args, "--mask-encoding", "gpu"]])
+    assert bad.exit_code != 0 and "'gpu' is not one of 'device', 'host'" in bad.output
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("part", ["device", "host"])
+@pytest.mark.parametrize("bad", [2, 5])  # the first image of a batch; the last of the run
+def test_an_image_sam_fails_on_is_reported_alone(
+    make_dataset, image_files, tiny_checkpoint, tmp_path, monkeypatch, workers, part, bad
+):
+    """The batch is tried again image by image: only the image SAM fails on is lost, whether
+    the device's part (encoder, decoder) or the host's (RLE strings, in the pool) fails."""
+    dataset = make_dataset(image_files)
+    ids = dataset.values("id")
+    bad_size = Image.open(image_files[bad]).size[::-1]
+    _fail_on_size(monkeypatch, part, bad_size)
+    report = usam.embed(
+        dataset,
+        store=tmp_path / "s",
+        sam="tiny",
+        checkpoint=tiny_checkpoint,
+        points_per_side=2,
+        device="cpu",
+        batch_size=2,
+        shard_size=4,
+        encode_workers=workers,
+    )
+    assert report.failed == {ids[bad]: "SAM failed on this image (RuntimeError: no such image)"}
+    assert report.embedded == 5
+    assert EmbeddingStore.open(tmp_path / "s").sample_ids() == set(ids) - {ids[bad]}
+
+
+@pytest.mark.parametrize("part", ["device", "host"])
+def test_sam_failing_before_any_image_succeeded_is_raised(
+    make_dataset, image_files, tiny_checkpoint, tmp_path, monkeypatch, part
+):
+    """The first image failing on its own points at the setup, not the image: raised."""
+    dataset = make_dataset(image_files[:3])
+    _fail_on_size(monkeypatch, part, Image.open(image_files[0]).size[::-1])
+    with pytest.raises(RuntimeError, match="no such image"):
+        usam.embed(
+            dataset,
+            store=tmp_path / "s",
+            sam="tiny",
+            checkpoint=tiny_checkpoint,
+            points_per_side=2,
+            device="cpu",
+            batch_size=2,
+        )
+    assert len(EmbeddingStore.open(tmp_path / "s")) == 0
+
+
+def _fail_on_size(monkeypatch, part, size):
+    """SAM raises on images of ``size`` `(H, W)`: in the device's part of the work (the encoder,
+    for the whole batch it is in) or in the host's (its masks' RLE strings)."""
+    from fiftyone_usam.embeddings import extractor as module
+
+    if part == "device":
+        encode = module.MaskEmbeddingExtractor.encode
+
+        def failing_encode(self, images):
+            if any(image.shape[:2] == size for image in images):
+                raise RuntimeError("no such image")
+            return encode(self, images)
+
+        monkeypatch.setattr(module.MaskEmbeddingExtractor, "encode", failing_encode)
+        return
+    with_masks = module._with_masks
+
+    def failing_host(proposals, parts):
+        if proposals.image_size == size:
+            raise RuntimeError("no such image")
+        return with_masks(proposals, parts)
+
+    monkeypatch.setattr(module, "_with_masks", failing_host)

@@ -151,6 +151,35 @@ def test_predict_killed_then_resumed_equals_one_run(make_dataset, many_images, t
     assert labels(killed) == labels(clean)
 
 
+def test_labelling_killed_then_resumed_equals_one_run(
+    make_dataset, many_images, tiny_head, tmp_path
+):
+    """Killed while it writes labels from a complete store (bulk writes, 1 sample a batch)."""
+    import fiftyone as fo
+
+    killed, clean = make_dataset(many_images), make_dataset(many_images)
+
+    def args(dataset, store: Path, field: str = "usam") -> list[object]:
+        return ["predict", "--dataset", dataset.name, "--head", tiny_head, "--store", store,
+                "--threshold", 0.0, "--device", "cpu", "--field", field,
+                "--label-batch-size", 1]  # fmt: skip
+
+    usam(*args(killed, tmp_path / "a", field="warm"))  # the store now holds every image
+
+    def labelling() -> bool:
+        return len(fo.load_dataset(killed.name).exists("usam_semantic")) >= 3
+
+    assert kill_midway(args(killed, tmp_path / "a"), labelling)
+    partial = fo.load_dataset(killed.name)
+    done = len(partial.exists("usam_semantic"))
+    assert 3 <= done < 24
+    # every sample with a semantic map has its instances and uncertainty too
+    assert len(partial.exists("usam_semantic").exists("usam_instances")) == done
+    assert "already labelled" in usam(*args(killed, tmp_path / "a")).stdout
+    usam(*args(clean, tmp_path / "b"))
+    assert labels(killed) == labels(clean)
+
+
 def test_run_killed_then_resumed_equals_one_run(
     make_dataset, image_files, tiny_pipeline_dir, tiny_checkpoint, training_datasets, tmp_path
 ):

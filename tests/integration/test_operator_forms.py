@@ -194,6 +194,30 @@ def test_embed_refuses_a_store_of_another_kind(
     assert "is not an EmbeddingStore" in errors["store"]
 
 
+def test_embed_asks_whether_to_keep_masks_and_a_store_keeps_its_kind(
+    form, dataset, tiny_checkpoint, tmp_path
+):
+    from fiftyone_usam.embeddings.store import EmbeddingStore
+
+    EmbeddingStore.create(tmp_path / "none", tiny_spec(2).with_masks(False))
+    ok = {"sam": "custom", "checkpoint": str(tiny_checkpoint), "points_per_side": 2}
+    resolved = form("embed", dataset, **ok)
+    assert resolved.properties["masks"].default == "full" and resolved.errors == {}
+    assert form("embed", dataset, **ok, masks="none", store=str(tmp_path / "none")).errors == {}
+    errors = form("embed", dataset, **ok, masks="full", store=str(tmp_path / "none")).errors
+    assert "holds no masks" in errors["store"] and "choose masks none" in errors["store"]
+
+
+def test_embed_offers_the_speed_switches_as_advanced_options(form, dataset, tiny_checkpoint):
+    ok = {"sam": "custom", "checkpoint": str(tiny_checkpoint), "points_per_side": 2}
+    resolved = form("embed", dataset, **ok)
+    attention, encoding = (resolved.properties[k] for k in ("encoder_attention", "mask_encoding"))
+    assert (attention.default, encoding.default) == ("auto", "device")
+    assert "advanced" in attention.view.label and "advanced" in encoding.view.label
+    chosen = form("embed", dataset, **ok, encoder_attention="sdpa", mask_encoding="host")
+    assert chosen.errors == {}
+
+
 # -- train ---------------------------------------------------------------------------------
 
 
@@ -316,6 +340,24 @@ def test_predict_checks_a_given_store_against_the_head(
     assert form("predict", dataset, head=str(unknown), store=str(store)).errors == {}
 
 
+def test_stores_without_masks_train_but_do_not_label(
+    form, dataset, tiny_head, embedded_training_dataset, tmp_path
+):
+    from fiftyone_usam.embeddings.store import EmbeddingStore
+    from fiftyone_usam.fiftyone_io.datasets import record_store
+
+    _, store = embedded_training_dataset
+    bare = EmbeddingStore.create(
+        tmp_path / "bare", EmbeddingStore.open(store).spec.with_masks(False)
+    )
+    errors = form("predict", dataset, head=str(tiny_head), store=str(bare.path)).errors
+    assert "holds no masks" in errors["store"] and "leave the store empty" in errors["store"]
+    label(dataset, ["disc", "square"])
+    record_store(dataset, bare)  # the only store recorded: enough for training
+    dataset.reload()
+    assert form("train", dataset).errors == {}
+
+
 # -- evaluate ------------------------------------------------------------------------------
 
 
@@ -370,6 +412,7 @@ def test_run_checks_sam_model_and_output_fields(form, dataset, tiny_checkpoint, 
 
     ok = {"classes": "disc,square", "checkpoint": str(tiny_checkpoint)}
     assert form("run", dataset, **ok).errors == {}
+    assert form("run", dataset, **ok).properties["training_masks"].default == "none"
     errors = form("run", dataset, **{**ok, "checkpoint": str(tmp_path / "x.pth")}).errors
     assert "SAM checkpoint not found" in errors["checkpoint"]
     errors = form("run", dataset, **ok, sam="vit_h").errors

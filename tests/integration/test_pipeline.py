@@ -47,6 +47,7 @@ def options(tiny_pipeline_dir, tiny_checkpoint, training_datasets, tmp_path, tor
         "gt_field": "ground_truth",
         "threshold": 0.0,
         "device": "cpu",
+        "label_batch_size": 2,  # predict writes and reports 2 samples at a time: stops at 2
         "progress": False,
     }
 
@@ -280,3 +281,45 @@ def test_other_weights_of_the_same_sam_are_embedded_again(target, options, tmp_p
     assert statuses(again)["train"] == "ran"
     stores = set(again.stores.values())
     assert all(p.name.startswith("embeddings-tiny-p2-") for p in stores)  # beside the first
+
+
+def test_training_images_are_embedded_without_masks_unless_asked(
+    target, options, training_datasets
+):
+    """The training images' store keeps no masks by default (training reads only embeddings);
+    the target's keeps them for predict; a store an earlier run made with masks is reused."""
+    from safetensors import safe_open
+
+    from fiftyone_usam.embeddings.store import EmbeddingStore
+
+    def has_masks(store):
+        return EmbeddingStore.open(store).spec.has_masks
+
+    def mask_arrays(store):
+        names = set()
+        for shard in (store / "shards").glob("*.safetensors"):
+            with safe_open(str(shard), framework="np") as f:
+                names |= {"rle_bytes", "rle_offsets"} & set(f.keys())
+        return names
+
+    default = run("disc,square", dataset=target.name, **options)
+    training, labelled = default.stores[options["training_dataset"]], default.stores[target.name]
+    assert not has_masks(training) and mask_arrays(training) == set()
+    assert training.name == "embeddings-tiny-p2-nomasks"
+    assert has_masks(labelled) and mask_arrays(labelled) == {"rle_bytes", "rle_offsets"}
+    assert target.count("usam_semantic") == len(target)
+
+    kept = {**options, "training_dataset": training_datasets(), "training_masks": "full"}
+    with_masks = run("disc,square", dataset=target.name, **kept)
+    assert has_masks(with_masks.stores[kept["training_dataset"]])
+    assert statuses(with_masks)["embed target"] == "skipped"
+    assert with_masks.stores[target.name] == labelled
+
+    # an older run's store with masks: reused by the default, and grown in its own kind
+    resumed = run("disc,square", dataset=target.name, **{**kept, "training_masks": "none"})
+    assert set(statuses(resumed).values()) == {"skipped"}
+    assert resumed.stores == with_masks.stores and resumed.head == with_masks.head
+    grown = run("disc,square,ring", dataset=target.name, **{**kept, "training_masks": "none"})
+    assert statuses(grown)["embed training"] == "ran"
+    assert grown.stores[kept["training_dataset"]] == with_masks.stores[kept["training_dataset"]]
+    assert has_masks(grown.stores[kept["training_dataset"]])

@@ -68,6 +68,18 @@ def test_usam_train_cli_writes_a_checkpoint_that_loads_back(embedded_training_da
     assert head.classes == ("disc", "square") and head.train_config.seed == 1
     assert head.train_config.epochs == 2
     assert head.predict(np.zeros((3, 1024), np.float32)).shape == (3,)
+    # the training switches reach the config; the host placement learns the same weights
+    import torch
+
+    again = [*args[:-8], "--out", str(tmp_path / "host"), "--epochs", "2", "--seed", "1"]
+    again += ["--device", "cpu", "--precision", "fp32", "--placement", "host"]
+    result = CliRunner().invoke(train_command, again, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    host = load_head(tmp_path / "host")
+    assert (host.train_config.precision, host.train_config.placement) == ("fp32", "host")
+    assert host.metrics["student"]["data_on_device"] == 0.0
+    for name, value in head.model.state_dict().items():
+        assert torch.equal(value, host.model.state_dict()[name]), name
 
 
 def test_cli_bad_input_exits_1_with_the_librarys_message(embedded_training_dataset, tmp_path):
@@ -290,3 +302,38 @@ def test_training_on_superclasses(labelled_store, tmp_path):
             out=tmp_path / "other",
             **QUICK,
         )
+
+
+# -- a store embedded with masks="none" ----------------------------------------------------
+
+
+def test_a_store_without_masks_trains_the_same_head_as_one_with_masks(
+    make_dataset, image_files, tiny_checkpoint, tmp_path
+):
+    """Training reads only the embeddings: the store without masks (found on the dataset by
+    `usam train`) gives the weights the store with masks gives, and the head fits both."""
+    import torch
+
+    from fiftyone_usam.cli import main
+    from fiftyone_usam.stages.embed import embed
+
+    dataset = make_dataset(image_files)
+    label(dataset, ["disc", "square"] * 3)
+    common = dict(checkpoint=tiny_checkpoint, points_per_side=2, device="cpu", progress=False)
+    full = embed(dataset, store=tmp_path / "full", **common).store
+    none = embed(dataset, store=tmp_path / "none", masks="none", **common).store  # the newest
+
+    args = ["train", "--dataset", dataset.name, "--out", tmp_path / "from-none"]
+    args += ["--epochs", 3, "--seed", 0, "--device", "cpu"]
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "trained on 6 images of 2 classes" in result.output
+    train_head(dataset, store=full, out=tmp_path / "from-full", **QUICK)
+
+    from_none, from_full = load_head(tmp_path / "from-none"), load_head(tmp_path / "from-full")
+    assert from_none.provenance["store"] == str(none.resolve())
+    assert from_none.store_spec == EmbeddingStore.open(none).spec
+    assert not from_none.store_spec.has_masks
+    from_none.check_compatible(EmbeddingStore.open(full).spec)  # labels from a store with masks
+    for name, value in from_full.model.state_dict().items():
+        torch.testing.assert_close(from_none.model.state_dict()[name], value, rtol=0, atol=0)

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from fiftyone_usam.config import config_from_dict, config_to_dict
 from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.head.config import TrainConfig
-from fiftyone_usam.head.loop import split_images
+from fiftyone_usam.head.loop import choose_placement, make_bags, split_images
 from fiftyone_usam.head.model import HeadConfig
 from fiftyone_usam.head.train import fit_head
 from fiftyone_usam.head.training_set import TrainingDataError
@@ -162,3 +163,74 @@ def test_duplicate_class_names_and_bad_configs_are_refused():
         TrainConfig(stage="all")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="epochs must be at least 1"):
         TrainConfig(epochs=0)
+
+
+def test_host_placement_trains_the_same_weights_as_the_set_on_the_device():
+    """The fallback (batches gathered from host memory into staging buffers) changes nothing."""
+    bags = small_bags()
+    embeddings = bags.embeddings.astype(np.float16)
+    heads = {
+        placement: fit_head(
+            embeddings,
+            bags.labels,
+            bags.classes,
+            quick(batch_size=4, placement=placement),
+            HeadConfig(**SMALL_HEAD),
+        )
+        for placement in ("device", "host")
+    }
+    device, host = heads["device"], heads["host"]
+    for key, value in device.model.state_dict().items():
+        assert torch.equal(value, host.model.state_dict()[key]), key
+    for stage in ("teacher", "student"):
+        assert device.metrics[stage]["data_on_device"] == 1.0
+        assert host.metrics[stage]["data_on_device"] == 0.0
+        assert device.metrics[stage]["mixed_precision"] == 0.0
+        same = ("train_loss", "val_loss", "val_bag_accuracy", "epochs", "best_epoch")
+        for name in same:
+            assert device.metrics[stage][name] == host.metrics[stage][name], (stage, name)
+
+
+def test_auto_placement_keeps_the_set_on_the_device_when_it_fits(caplog):
+    cuda, cpu, mb = torch.device("cuda"), torch.device("cpu"), 2**20
+    assert choose_placement("auto", cuda, 100 * mb, 10 * mb, 1000 * mb)[0] == "device"
+    placement, why = choose_placement("auto", cuda, 100 * mb, 10 * mb, 120 * mb)
+    assert placement == "host" and "do not fit" in why
+    assert choose_placement("auto", cuda, 100 * mb, 0, None)[0] == "device"  # unknown: try it
+    assert choose_placement("auto", cpu, 10**12, 0, 1)[0] == "device"  # host memory already
+    assert choose_placement("host", cuda, 1, 0, 10**12)[0] == "host"
+    assert choose_placement("device", cuda, 10**12, 0, 1)[0] == "device"
+    bags = small_bags()
+    targets = np.eye(3, dtype=np.float32)[bags.labels]
+    with caplog.at_level("INFO", logger="fiftyone_usam.head.loop"):
+        made = make_bags(bags.embeddings, targets, quick(), cpu, free_bytes=1)
+    assert made.placement == "device" and made.compute_dtype == torch.float32
+    assert "head training set" in caplog.text and "on cpu" in caplog.text
+
+
+def test_bf16_autocast_trains_float32_weights_and_is_recorded():
+    bags = small_bags()
+    head = fit_head(
+        bags.embeddings,
+        bags.labels,
+        bags.classes,
+        quick(stage="teacher", precision="bf16"),
+        HeadConfig(**SMALL_HEAD),
+    )
+    assert head.metrics["teacher"]["mixed_precision"] == 1.0
+    assert np.isfinite(head.metrics["teacher"]["train_loss"])
+    assert all(v.dtype == torch.float32 for v in head.model.state_dict().values())
+
+
+def test_configs_recorded_before_precision_and_placement_still_load():
+    old = {
+        k: v
+        for k, v in config_to_dict(TrainConfig()).items()
+        if k not in ("precision", "placement")
+    }
+    loaded = config_from_dict(TrainConfig, old)
+    assert loaded.precision == "auto" and loaded.placement == "auto"
+    with pytest.raises(ConfigError, match="fp16 would need loss scaling: use bf16"):
+        TrainConfig(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="placement must be auto, device or host"):
+        TrainConfig(placement="gpu")  # type: ignore[arg-type]

@@ -33,3 +33,65 @@ def test_detections_have_relative_boxes_and_masks_within_them():
 def test_segmentation_keeps_the_map():
     label_map = np.array([[0, 1], [2, 0]], np.uint8)
     np.testing.assert_array_equal(to_segmentation(label_map).mask, label_map)
+
+
+def _instances(rng, size, n):
+    from fiftyone_usam.inference.postprocess import Instances
+
+    masks = np.zeros((*size, n), np.uint8)
+    for k in range(n):
+        y, x = rng.integers(0, size[0] - 2), rng.integers(0, size[1] - 2)
+        masks[y : y + rng.integers(1, 9), x : x + rng.integers(1, 12), k] = 1
+    masks[0, 0, 0] = 1
+    rles = tuple({"size": list(size), "counts": c} for c in encode_masks(masks))
+    return Instances(
+        rles,
+        rng.integers(1, 3, n),
+        rng.random(n).astype(np.float32),
+        rng.random(n).astype(np.float32),
+        np.arange(n),
+    )
+
+
+def _without_ids(document):
+    document = dict(document)
+    document.pop("_id", None)
+    if "detections" in document:
+        document["detections"] = [_without_ids(d) for d in document["detections"]]
+    if "mask" in document:
+        from fiftyone.core.utils import deserialize_numpy_array
+
+        mask = deserialize_numpy_array(document.pop("mask"))
+        document["mask"] = (mask.dtype.str, mask.shape, mask.tobytes())
+    return list(document.items())  # key order too: what FiftyOne writes
+
+
+def test_documents_are_what_fiftyone_stores_for_the_same_labels():
+    from fiftyone_usam.fiftyone_io.labels import detections_document, segmentation_document
+
+    rng = np.random.default_rng(0)
+    instances = _instances(rng, (17, 23), 5)
+    ours = detections_document(instances, (17, 23), ["dog", "cat"])
+    theirs = to_detections(instances, (17, 23), ["dog", "cat"], decode="full").to_mongo()
+    assert _without_ids(ours) == _without_ids(theirs)
+    assert len({d["_id"] for d in ours["detections"]}) == 5
+    label_map = rng.integers(0, 3, (17, 23)).astype(np.uint8)
+    assert _without_ids(segmentation_document(label_map)) == _without_ids(
+        to_segmentation(label_map).to_mongo()
+    )
+
+
+def test_documents_with_mask_paths_match_fiftyone_too():
+    import fiftyone as fo
+
+    from fiftyone_usam.fiftyone_io.labels import detections_document, segmentation_document
+
+    instances = _instances(np.random.default_rng(1), (9, 9), 2)
+    ours = detections_document(instances, (9, 9), ["dog", "cat"], ["/a.png", "/b.png"])
+    theirs = to_detections(instances, (9, 9), ["dog", "cat"])
+    for detection, path in zip(theirs.detections, ["/a.png", "/b.png"], strict=True):
+        detection.mask, detection.mask_path = None, path
+    assert _without_ids(ours) == _without_ids(theirs.to_mongo())
+    assert _without_ids(segmentation_document(mask_path="/s.png")) == _without_ids(
+        fo.Segmentation(mask_path="/s.png").to_mongo()
+    )

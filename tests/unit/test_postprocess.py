@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fiftyone_usam.inference.postprocess import (
+    Instances,
     boxes_xywh,
     entropy,
     mask_iou,
@@ -98,3 +99,58 @@ def test_nms_many_masks(n):
     ]
     kept = mask_nms(rles_of(*masks), rng.random(n), np.ones(n, int), 0.5)
     assert 0 < len(kept) < n
+
+
+def test_semantic_map_from_crops_equals_the_full_decode():
+    rng = np.random.default_rng(3)
+    masks = [rng.random((31, 45)) < 0.3 for _ in range(4)] + [
+        box(31, 45, *sorted(rng.integers(0, 32, 2)), *sorted(rng.integers(0, 46, 2)))
+        for _ in range(8)
+    ]
+    rles = rles_of(*masks)
+    labels, scores = rng.integers(1, 4, len(masks)), rng.random(len(masks))
+    scores[3] = scores[5]  # a tie: the same mask wins either way
+    crop = semantic_map(rles, labels, scores, (31, 45))
+    np.testing.assert_array_equal(crop, semantic_map(rles, labels, scores, (31, 45), decode="full"))
+    assert crop.any()
+
+
+def test_instances_decode_their_crops_once():
+    rles = rles_of(box(8, 8, 1, 4, 2, 7), box(8, 8, 0, 8, 0, 1))
+    instances = Instances(
+        tuple(rles), np.array([1, 2]), np.ones(2, np.float32), np.zeros(2, np.float32), np.arange(2)
+    )
+    np.testing.assert_array_equal(instances.boxes, [[2, 1, 5, 3], [0, 0, 1, 8]])
+    assert instances.crops is instances.crops  # cached
+    assert [c.shape for c in instances.crops] == [(3, 5), (8, 1)] and instances.crops[0].all()
+
+
+def _greedy_nms(rles, scores, labels, iou_threshold, class_agnostic):
+    """The plain algorithm: one IoU matrix over all masks, most confident first."""
+    areas = [int(mask_iou([r])[0, 0] > 0) for r in rles]
+    order = [i for i in np.argsort(-scores, kind="stable") if areas[i]]
+    ious = mask_iou([rles[i] for i in order])
+    kept = []
+    for rank, index in enumerate(order):
+        if not any(
+            ious[rank, k] > iou_threshold and (class_agnostic or labels[order[k]] == labels[index])
+            for k in kept
+        ):
+            kept.append(rank)
+    return [order[k] for k in kept]
+
+
+@pytest.mark.parametrize("class_agnostic", [False, True])
+def test_nms_within_labels_equals_the_plain_algorithm(class_agnostic):
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = int(rng.integers(1, 40))
+        masks = [
+            box(20, 20, *sorted(rng.integers(0, 21, 2)), *sorted(rng.integers(0, 21, 2)))
+            for _ in range(n)
+        ]
+        rles = rles_of(*masks)
+        scores = rng.choice([0.2, 0.5, 0.7, 0.9], n)  # ties too
+        labels = rng.integers(1, 4, n)
+        got = mask_nms(rles, scores, labels, 0.4, class_agnostic=class_agnostic)
+        assert got.tolist() == _greedy_nms(rles, scores, labels, 0.4, class_agnostic)

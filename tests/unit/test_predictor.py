@@ -144,3 +144,32 @@ def test_bad_settings_are_clear_errors():
         PredictorConfig(granularity="whole")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="nms_iou must be in"):
         PredictorConfig(nms_iou=1.5)
+
+
+def test_one_forward_pass_for_a_batch_labels_each_image_as_alone():
+    import torch
+
+    from fiftyone_usam.head.classifier import Head
+    from fiftyone_usam.head.model import HeadConfig, MaskClassifier
+
+    torch.manual_seed(0)
+    head = Head(MaskClassifier(2, HeadConfig(hidden_dim=16)), ["a", "b"], threshold=0.5)
+    rng = np.random.default_rng(0)
+    batch = []
+    for d, (h, w) in [(3, (8, 12)), (5, (6, 7)), (1, (9, 4))]:
+        masks = rng.random((d, 3, h, w)) < 0.4
+        p = proposals(masks)
+        embeddings = rng.normal(size=(d, 1024)).astype(np.float16)
+        batch.append(MaskProposals(embeddings, *(getattr(p, f) for f in FIELDS[1:])))
+    predictor = USAMPredictor(head, PredictorConfig(nms_iou=0.9))
+    together = predictor.predict_batch(batch)
+    assert predictor.predict_batch([]) == []
+    assert sum(len(p.instances) for p in together) > 0
+    for alone, joint in zip((predictor.predict_proposals(p) for p in batch), together, strict=True):
+        np.testing.assert_array_equal(alone.semantic, joint.semantic)
+        assert alone.instances.rles == joint.instances.rles
+        np.testing.assert_array_equal(alone.instances.labels, joint.instances.labels)
+        np.testing.assert_allclose(alone.instances.confidences, joint.instances.confidences, 1e-6)
+
+
+FIELDS = ("embeddings", "iou_predictions", "stability_scores", "points", "image_size", "mask_rles")

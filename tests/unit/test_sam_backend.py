@@ -1,8 +1,14 @@
+import copy
 import json
 
 import pytest
 import torch
 
+from fiftyone_usam.embeddings.fast_attention import (
+    resolve_attention,
+    sdpa_attention,
+    sdpa_forward,
+)
 from fiftyone_usam.embeddings.sam_backend import (
     LoadedSam,
     build_sam,
@@ -89,3 +95,72 @@ def test_cuda_without_cuda_is_a_clear_error(tiny_sam):
 
     with pytest.raises(ConfigError, match=r"CUDA is not available: use --device cpu"):
         load_sam(tiny_sam, device="cuda")
+
+
+# -- SDPA attention for the image encoder (fast_attention) -----------------------------------
+
+
+def _with_relative_positions(sam):
+    """A copy whose relative-position tables are not zero (random weights start at zero)."""
+    sam = copy.deepcopy(sam)
+    with torch.no_grad():
+        for name, param in sam.named_parameters():
+            if "rel_pos" in name:
+                param.normal_(0.0, 0.5)
+    return sam
+
+
+def test_sdpa_attention_equals_the_reference_on_a_non_square_grid():
+    from segment_anything.modeling.image_encoder import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(16, num_heads=2, use_rel_pos=True, input_size=(3, 5)).eval()
+    with torch.no_grad():
+        attn.rel_pos_h.normal_()
+        attn.rel_pos_w.normal_()
+        x = torch.randn(2, 3, 5, 16)
+        torch.testing.assert_close(sdpa_forward(attn, x), attn(x), atol=1e-5, rtol=1e-5)
+
+
+def test_sdpa_encoder_equals_the_reference_in_fp32(tiny_sam):
+    sam = _with_relative_positions(tiny_sam)
+    x = torch.randn(2, 3, 256, 256) * 50
+    with torch.inference_mode():
+        reference = sam.image_encoder(x)
+        with sdpa_attention(sam.image_encoder) as switched:
+            fast = sam.image_encoder(x)
+        assert switched == 2  # one Attention per block
+        # fp32: equal within float rounding (measured 2e-6 of outputs up to 4.5)
+        assert (fast - reference).abs().max() <= 1e-5 * reference.abs().max()
+        assert torch.equal(sam.image_encoder(x), reference)  # the reference is back
+
+
+def test_sdpa_encoder_runs_under_bf16_autocast(tiny_sam):
+    sam = _with_relative_positions(tiny_sam)
+    x = torch.randn(1, 3, 256, 256) * 50
+    with torch.inference_mode():
+        full = sam.image_encoder(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reference = sam.image_encoder(x).float()
+            with sdpa_attention(sam.image_encoder):
+                fast = sam.image_encoder(x).float()
+    # bf16 has 8 bits of mantissa: SDPA is as far from fp32 as the bf16 reference is
+    scale = full.abs().max()
+    assert (fast - full).abs().max() <= 0.05 * scale
+    assert (fast - reference).abs().max() <= 0.05 * scale
+
+
+def test_sdpa_attention_is_undone_on_error(tiny_sam):
+    encoder = copy.deepcopy(tiny_sam).image_encoder
+    with pytest.raises(RuntimeError, match="inside"), sdpa_attention(encoder):
+        assert all("forward" in b.attn.__dict__ for b in encoder.blocks)
+        raise RuntimeError("inside")
+    assert all("forward" not in b.attn.__dict__ for b in encoder.blocks)
+
+
+def test_auto_attention_is_sdpa_on_cuda_only():
+    assert resolve_attention("auto", torch.device("cuda")) == "sdpa"
+    assert resolve_attention("auto", torch.device("cpu")) == "reference"
+    assert resolve_attention("sdpa", torch.device("cpu")) == "sdpa"
+    with pytest.raises(ValueError, match=r"encoder_attention must be one of reference, sdpa"):
+        resolve_attention("flash", torch.device("cpu"))  # type: ignore[arg-type]

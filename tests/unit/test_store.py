@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -127,3 +128,87 @@ def test_damaged_shard_is_explained(tmp_path):
     shard.write_bytes(shard.read_bytes()[:50])
     with pytest.raises(StoreError, match=r"cannot read shard .*Delete it"):
         len(EmbeddingStore.open(tmp_path / "s"))
+
+
+# -- stores without masks (masks="none") ---------------------------------------------------
+
+NO_MASKS = SPEC.with_masks(False)
+
+
+def without_masks(proposals: MaskProposals) -> MaskProposals:
+    """``proposals`` as the extractor gives them with masks="none": no RLEs, NaN stability."""
+    return replace(
+        proposals, mask_rles=(), stability_scores=np.full_like(proposals.stability_scores, np.nan)
+    )
+
+
+def shard_arrays(shard) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(shard), framework="np") as f:
+        return set(f.keys())
+
+
+def test_a_store_without_masks_holds_no_mask_arrays_and_reads_back_without_masks(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "s", NO_MASKS)
+    items = {f"id{i}": without_masks(fake_proposals(i)) for i in range(3)}
+    shard = store.write(items)
+    assert shard_arrays(shard) == {
+        "embeddings",
+        "iou_predictions",
+        "stability_scores",
+        "points",
+        "image_sizes",
+    }  # no rle_bytes, no rle_offsets
+    spec = json.loads((tmp_path / "s" / "spec.json").read_text())
+    assert spec["mask_format"] == "none" and "no masks" in NO_MASKS.describe()
+
+    reopened = EmbeddingStore.open(tmp_path / "s", NO_MASKS)  # checksums verified on read
+    assert not reopened.spec.has_masks
+    for sample_id, proposals in reopened.iter_proposals(["id2", "id0"]):
+        assert not proposals.has_masks and proposals.mask_rles == ()
+        np.testing.assert_array_equal(proposals.embeddings, items[sample_id].embeddings)
+        np.testing.assert_array_equal(proposals.iou_predictions, items[sample_id].iou_predictions)
+        assert proposals.image_size == (6, 5)
+    np.testing.assert_array_equal(reopened.load_embeddings(["id1"])[0], items["id1"].embeddings)
+    with pytest.raises(StoreError, match=r"hold no masks.*--masks full"):
+        reopened.get("id0").decode_masks()
+
+
+def test_the_same_proposals_take_less_space_without_masks(tmp_path):
+    full = EmbeddingStore.create(tmp_path / "full", SPEC)
+    none = EmbeddingStore.create(tmp_path / "none", NO_MASKS)
+    items = {f"id{i}": fake_proposals(i, h=60, w=50) for i in range(3)}
+    full_shard = full.write(items)
+    none_shard = none.write({k: without_masks(v) for k, v in items.items()})
+    assert {"rle_bytes", "rle_offsets"} <= shard_arrays(full_shard)
+    assert none_shard.stat().st_size < full_shard.stat().st_size
+
+
+def test_proposals_whose_masks_do_not_fit_the_store_are_refused(tmp_path):
+    full = EmbeddingStore.create(tmp_path / "full", SPEC)
+    with pytest.raises(StoreError, match=r"sample a: .*keeps masks.*masks='full'"):
+        full.write({"a": without_masks(fake_proposals(0))})
+    none = EmbeddingStore.create(tmp_path / "none", NO_MASKS)
+    with pytest.raises(StoreError, match=r"sample a: .*holds no masks.*masks='none'"):
+        none.write({"a": fake_proposals(0)})
+    assert len(full) == 0 and len(none) == 0  # nothing written
+
+
+def test_a_store_keeps_its_mask_format(tmp_path):
+    EmbeddingStore.create(tmp_path / "s", SPEC)
+    with pytest.raises(StoreError, match=r"mask_format: store has 'coco_rle', asked for 'none'"):
+        EmbeddingStore.create(tmp_path / "s", NO_MASKS)
+    assert NO_MASKS.with_masks(True) == SPEC
+
+
+def test_a_spec_written_before_mask_formats_reads_as_keeping_masks(tmp_path):
+    store = EmbeddingStore.create(tmp_path / "s", SPEC)
+    store.write({"a": fake_proposals(0)})
+    spec_file = tmp_path / "s" / "spec.json"
+    old = json.loads(spec_file.read_text())
+    del old["mask_format"]
+    spec_file.write_text(json.dumps(old))
+    reopened = EmbeddingStore.open(tmp_path / "s", SPEC)
+    assert reopened.spec.mask_format == "coco_rle" and reopened.spec.has_masks
+    assert_same(reopened.get("a"), fake_proposals(0))
