@@ -38,19 +38,14 @@ from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
 from fiftyone_usam.embeddings.sam_backend import build_sam, load_sam
 from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS, SamVariant
 from fiftyone_usam.masks import encode_masks
+from fiftyone_usam.testing.scenes import scene
 
 TINY = SamVariant("tiny", 64, 2, 2, (1,), image_size=256, window_size=8)
 
 
 def scenes(count: int, height: int, width: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(count):
-        image = rng.integers(80, 160, (height, width, 3), dtype=np.uint8)
-        y, x = rng.integers(0, height // 2), rng.integers(0, width // 2)
-        image[y : y + height // 3, x : x + width // 3] = rng.integers(0, 255, 3)
-        out.append(image)
-    return out
+    """Simple scenes (the work does not depend on the content)."""
+    return [scene(height, width, seed) for seed in range(count)]
 
 
 def sync(device: torch.device) -> None:

@@ -60,6 +60,7 @@ from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
 from fiftyone_usam.embeddings.sam_backend import build_sam, load_sam
 from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS
 from fiftyone_usam.testing.sam import tiny_variant
+from fiftyone_usam.testing.scenes import scene
 
 PARTS = ("embed", "sd", "head", "relabel")
 CLASSES = "person,dog,cat,car,bicycle,potted plant,bottle,chair"
@@ -163,15 +164,8 @@ def measured(rows: list[Row], row: Row, device: torch.device, work: Callable[[Ro
 
 
 def scenes(count: int, height: int, width: int) -> list[np.ndarray]:
-    """Noise images with a block of colour each (the work does not depend on the content)."""
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(count):
-        image = rng.integers(80, 160, (height, width, 3), dtype=np.uint8)
-        y, x = rng.integers(0, height // 2), rng.integers(0, width // 2)
-        image[y : y + height // 3, x : x + width // 3] = rng.integers(0, 255, 3)
-        out.append(image)
-    return out
+    """Simple scenes (the work does not depend on the content)."""
+    return [scene(height, width, seed) for seed in range(count)]
 
 
 def embed_part(rows: list[Row], plan: Plan, device: torch.device) -> None:

@@ -162,7 +162,7 @@ def decode_crops(
     sizes = box[:, 2] * rows
     out = []
     for k, offset in enumerate(np.r_[0, np.cumsum(sizes)][:-1].tolist()):
-        x, y, width, height = box[k].tolist()
+        _, y, width, height = box[k].tolist()
         window = columns[offset : offset + width * rows].reshape(width, rows)
         out.append(np.ascontiguousarray(window[:, y : y + height].T))
     return tuple(out)

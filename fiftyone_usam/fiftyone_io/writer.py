@@ -129,7 +129,7 @@ def _check_field_types(
     """
     import fiftyone as fo
 
-    expected = {"semantic": fo.Segmentation, "instances": fo.Detections, "uncertainty": None}
+    expected = _label_types()
     schema = dataset.get_field_schema()
     wrong = []
     for kind, name in names.items():
@@ -218,14 +218,14 @@ def declare_output_fields(dataset: fo.Dataset, field: str) -> None:
     """Adds the three output fields to the schema (as saving labels would) if missing."""
     import fiftyone as fo
 
-    kinds = {"semantic": fo.Segmentation, "instances": fo.Detections}
     for kind, name in output_fields(field).items():
         if dataset.has_sample_field(name):
             continue
-        if kind in kinds:
-            dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=kinds[kind])
-        else:
+        label_type = _label_types()[kind]
+        if label_type is None:
             dataset.add_sample_field(name, fo.FloatField)
+        else:
+            dataset.add_sample_field(name, fo.EmbeddedDocumentField, embedded_doc_type=label_type)
 
 
 def set_mask_targets(
@@ -249,6 +249,13 @@ def record_run(
 ) -> None:
     """Records a prediction run (head, SAM, settings) in ``dataset.info["usam_predictions"]``."""
     record_entry(collection, PREDICTIONS_KEY, {"field": field, **details}, match="field")
+
+
+def _label_types() -> dict[str, Any]:
+    """The label type of each output field (None: a float field)."""
+    import fiftyone as fo
+
+    return {"semantic": fo.Segmentation, "instances": fo.Detections, "uncertainty": None}
 
 
 def _write_png(path: Path, array: np.ndarray) -> str:

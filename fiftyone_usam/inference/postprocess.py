@@ -116,7 +116,7 @@ def mask_nms(
         for index in order:
             by_label.setdefault(int(labels[index]), []).append(index)
         groups = list(by_label.values())
-    kept = set()
+    kept: set[int] = set()
     for group in groups:
         ious = mask_iou([rles[i] for i in group])
         kept_ranks: list[int] = []
