@@ -172,15 +172,10 @@ def sample_labels(
     semantic = to_segmentation(prediction.semantic)
     instances = to_detections(prediction.instances, prediction.image_size, classes)
     if mask_dir is not None:
-        folder = Path(mask_dir).expanduser() / sample_id
-        folder.mkdir(parents=True, exist_ok=True)
-        semantic.mask_path = _write_png(folder / "semantic.png", semantic.mask)
+        semantic.mask_path, paths = _mask_files(prediction, mask_dir, sample_id)
         semantic.mask = None
-        for i, detection in enumerate(instances.detections):
-            detection.mask_path = _write_png(
-                folder / f"instance_{i}.png", detection.mask.astype(np.uint8) * 255
-            )
-            detection.mask = None
+        for detection, path in zip(instances.detections, paths, strict=True):
+            detection.mask_path, detection.mask = path, None
     return {"semantic": semantic, "instances": instances, "uncertainty": prediction.uncertainty}
 
 
@@ -195,13 +190,7 @@ def sample_documents(
     layer: the same labels (and PNG files with ``mask_dir``), built from the instances' crops."""
     semantic_path, mask_paths = None, None
     if mask_dir is not None:
-        folder = Path(mask_dir).expanduser() / sample_id
-        folder.mkdir(parents=True, exist_ok=True)
-        semantic_path = _write_png(folder / "semantic.png", prediction.semantic)
-        mask_paths = [
-            _write_png(folder / f"instance_{i}.png", crop.astype(np.uint8) * 255)
-            for i, crop in enumerate(prediction.instances.crops)
-        ]
+        semantic_path, mask_paths = _mask_files(prediction, mask_dir, sample_id)
     semantic = segmentation_document(
         prediction.semantic if semantic_path is None else None, semantic_path
     )
@@ -249,6 +238,21 @@ def record_run(
 ) -> None:
     """Records a prediction run (head, SAM, settings) in ``dataset.info["usam_predictions"]``."""
     record_entry(collection, PREDICTIONS_KEY, {"field": field, **details}, match="field")
+
+
+def _mask_files(
+    prediction: Prediction, mask_dir: str | Path, sample_id: str
+) -> tuple[str, list[str]]:
+    """Writes ``<mask_dir>/<sample_id>/semantic.png`` and ``instance_<i>.png`` (each instance's
+    crop, 0/255); returns their paths."""
+    folder = Path(mask_dir).expanduser() / sample_id
+    folder.mkdir(parents=True, exist_ok=True)
+    semantic = _write_png(folder / "semantic.png", prediction.semantic)
+    instances = [
+        _write_png(folder / f"instance_{i}.png", crop.astype(np.uint8) * 255)
+        for i, crop in enumerate(prediction.instances.crops)
+    ]
+    return semantic, instances
 
 
 def _label_types() -> dict[str, Any]:
