@@ -12,6 +12,8 @@ Rle = dict[str, object]
 
 # pycocotools 2.0.11 with numpy 2 overflows in area() past 255 masks: it is asked in chunks.
 _AREA_CHUNK = 255
+# column pixels `decode_crops` expands at once (16 MB of bool)
+_DECODE_PIXELS = 1 << 24
 
 
 def encode_masks(masks: np.ndarray) -> list[bytes]:
@@ -134,11 +136,12 @@ def _parse_runs(counts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.nda
 def decode_crops(
     counts: Sequence[bytes], image_size: tuple[int, int], boxes: np.ndarray
 ) -> tuple[np.ndarray, ...]:
-    """RLE masks of one image decoded only inside their boxes (x, y, width, height), pixels.
+    """RLE masks of one image size decoded only inside their boxes (x, y, width, height).
 
     Only the image columns a box spans are expanded, so a small mask of a large image costs a
     fraction of a full decode; each result equals ``decode_rles([rle], image_size)[0]`` cut to
-    its box. The runs of all masks are cut to their columns together (one ``np.repeat``).
+    its box. The runs of many masks (of one image or of many of one size) are cut to their
+    columns together, one ``np.repeat`` per chunk of at most ``_DECODE_PIXELS`` column pixels.
 
     Args:
         boxes: `(n, 4)` ints, one per mask (e.g. pycocotools' ``toBbox``).
@@ -146,10 +149,22 @@ def decode_crops(
     Returns:
         ``n`` `(height, width)` bool arrays, C-contiguous.
     """
-    if not counts:
-        return ()
     rows = int(image_size[0])
     box = np.asarray(boxes, np.int64).reshape(-1, 4)
+    out: list[np.ndarray] = []
+    start, pixels = 0, 0
+    for k, width in enumerate(box[:, 2].tolist()):
+        if k > start and pixels + width * rows > _DECODE_PIXELS:
+            out.extend(_decode_chunk(counts[start:k], rows, box[start:k]))
+            start, pixels = k, 0
+        pixels += width * rows
+    if len(counts) > start:
+        out.extend(_decode_chunk(counts[start:], rows, box[start:]))
+    return tuple(out)
+
+
+def _decode_chunk(counts: Sequence[bytes], rows: int, box: np.ndarray) -> list[np.ndarray]:
+    """`decode_crops` of a few masks at once (images of ``rows`` rows)."""
     runs, starts, owner = _parse_runs(counts)
     # each run's end within its own mask, and the column range [low, high) each mask keeps
     ends = np.cumsum(runs)
@@ -165,4 +180,4 @@ def decode_crops(
         _, y, width, height = box[k].tolist()
         window = columns[offset : offset + width * rows].reshape(width, rows)
         out.append(np.ascontiguousarray(window[:, y : y + height].T))
-    return tuple(out)
+    return out

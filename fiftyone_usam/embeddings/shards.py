@@ -119,7 +119,8 @@ def verify_shard(shard: Path, store: Path) -> bool:
 def read_rows(
     shard: Path, rows: list[int], masks_per_image: int, check_masks: bool
 ) -> list[MaskProposals]:
-    """Reads only the given rows (safetensors slices are memory-mapped).
+    """Reads only the given rows, in their order (safetensors slices are memory-mapped); each
+    run of consecutive rows is read with one slice per array.
 
     Args:
         masks_per_image: RLE masks of one row; 0 for a store without masks (``masks="none"``),
@@ -132,23 +133,39 @@ def read_rows(
     out = []
     with safe_open(str(shard), framework="np") as f:
         slices = {name: f.get_slice(name) for name in (*ARRAYS, "image_sizes")}
-        for row in rows:
-            rles = _row_rles(f, row, masks_per_image) if masks_per_image else ()
-            height, width = (int(v) for v in slices["image_sizes"][row : row + 1][0])
-            if check_masks:
-                for rle in rles:
-                    check_rle(rle, height, width, where=str(shard))
-            arrays = {name: np.array(slices[name][row : row + 1][0]) for name in ARRAYS}
-            out.append(MaskProposals(**arrays, image_size=(height, width), mask_rles=rles))
+        for first, stop in _consecutive(rows):
+            arrays = {name: slices[name][first:stop] for name in ARRAYS}
+            sizes = slices["image_sizes"][first:stop].tolist()
+            counts = _span_rles(f, first, stop, masks_per_image)
+            for k, ((height, width), rles) in enumerate(zip(sizes, counts, strict=True)):
+                if check_masks:
+                    for rle in rles:
+                        check_rle(rle, height, width, where=str(shard))
+                row = {name: array[k] for name, array in arrays.items()}
+                out.append(MaskProposals(**row, image_size=(height, width), mask_rles=rles))
     return out
 
 
-def _row_rles(f: Any, row: int, masks_per_image: int) -> tuple[bytes, ...]:
-    """The RLE ``counts`` of one row of an open shard."""
-    offsets = f.get_slice("rle_offsets")[row * masks_per_image : (row + 1) * masks_per_image + 1]
+def _consecutive(rows: list[int]) -> list[tuple[int, int]]:
+    """``rows`` as runs ``[first, stop)`` of consecutive rows, in their order."""
+    spans: list[list[int]] = []
+    for row in rows:
+        if spans and spans[-1][1] == row:
+            spans[-1][1] += 1
+        else:
+            spans.append([row, row + 1])
+    return [(first, stop) for first, stop in spans]
+
+
+def _span_rles(f: Any, first: int, stop: int, masks_per_image: int) -> list[tuple[bytes, ...]]:
+    """The RLE ``counts`` of rows ``[first, stop)`` of an open shard, one tuple per row."""
+    if not masks_per_image:
+        return [()] * (stop - first)
+    offsets = f.get_slice("rle_offsets")[first * masks_per_image : stop * masks_per_image + 1]
     blob = bytes(f.get_slice("rle_bytes")[int(offsets[0]) : int(offsets[-1])])
-    starts = offsets - offsets[0]
-    return tuple(blob[a:b] for a, b in itertools.pairwise(starts))
+    bounds = (offsets - offsets[0]).tolist()
+    counts = [blob[a:b] for a, b in itertools.pairwise(bounds)]
+    return [tuple(counts[k : k + masks_per_image]) for k in range(0, len(counts), masks_per_image)]
 
 
 def read_embeddings(shard: Path) -> np.ndarray:
@@ -188,4 +205,5 @@ def _pack(items: Sequence[MaskProposals], embedding_dtype: str) -> dict[str, np.
 
 
 def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    """SHA-256 of the array's bytes in C order (hashed from its buffer, not a copy of it)."""
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()

@@ -20,6 +20,7 @@ from fiftyone_usam.devices import cpu_threads
 from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.inference.postprocess import (
     Instances,
+    decode_instances,
     entropy,
     mask_nms,
     paint_instances,
@@ -158,7 +159,8 @@ class USAMPredictor:
         proposals: Sequence[MaskProposals | None],
         images: Sequence[np.ndarray | None] | None = None,
     ) -> list[Prediction]:
-        """Labels many images, with one head forward pass over all their mask embeddings.
+        """Labels many images, with one head forward pass over all their mask embeddings and
+        one decode of all their kept masks (`decode_instances`).
 
         Args:
             proposals: each image's proposals (``d`` embeddings each; grids may differ).
@@ -179,7 +181,9 @@ class USAMPredictor:
         if self._merge is not None:
             probs = probs @ self._merge  # (sum d, G)
         bounds = np.cumsum([0, *(p.num_points for p in given)])
-        return [self._label(p, probs[bounds[i] : bounds[i + 1]]) for i, p in enumerate(given)]
+        out = [self._label(p, probs[bounds[i] : bounds[i + 1]]) for i, p in enumerate(given)]
+        decode_instances([prediction.instances for prediction in out])
+        return out
 
     def _on_cpu(self) -> bool:
         device = getattr(self.head, "device", None)

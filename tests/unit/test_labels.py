@@ -95,3 +95,23 @@ def test_documents_with_mask_paths_match_fiftyone_too():
     assert _without_ids(segmentation_document(mask_path="/s.png")) == _without_ids(
         fo.Segmentation(mask_path="/s.png").to_mongo()
     )
+
+
+def test_stored_mask_bytes_are_np_save_bytes():
+    import io
+    import zlib
+
+    from fiftyone_usam.fiftyone_io.labels import _serialized
+
+    rng = np.random.default_rng(1)
+    arrays = [
+        rng.random((7, 5)) > 0.5,
+        rng.integers(0, 300, (4, 9)).astype(np.uint16),
+        np.asfortranarray(rng.integers(0, 3, (6, 3)).astype(np.uint8)),
+        (rng.random((8, 6)) > 0.5)[:, ::2],  # neither C- nor Fortran-contiguous
+        np.zeros((0, 4), bool),
+    ]
+    for array in arrays:
+        with io.BytesIO() as buffer:
+            np.save(buffer, array, allow_pickle=False)
+            assert zlib.decompress(_serialized(array)) == buffer.getvalue()

@@ -4,6 +4,7 @@ import pytest
 from fiftyone_usam.inference.postprocess import (
     Instances,
     boxes_xywh,
+    decode_instances,
     entropy,
     mask_iou,
     mask_nms,
@@ -123,6 +124,36 @@ def test_instances_decode_their_crops_once():
     np.testing.assert_array_equal(instances.boxes, [[2, 1, 5, 3], [0, 0, 1, 8]])
     assert instances.crops is instances.crops  # cached
     assert [c.shape for c in instances.crops] == [(3, 5), (8, 1)] and instances.crops[0].all()
+
+
+def test_instances_of_many_images_decoded_together_equal_each_decoded_alone():
+    rng = np.random.default_rng(4)
+
+    def instances_of(size, n):
+        masks = [rng.random(size) < 0.4 for _ in range(n)]
+        return Instances(
+            tuple(rles_of(*masks)) if n else (),
+            np.ones(n, np.int64),
+            np.ones(n, np.float32),
+            np.zeros(n, np.float32),
+            np.arange(n),
+        )
+
+    many = [instances_of((12, 9), 3), instances_of((7, 15), 2), instances_of((12, 9), 0)]
+    many += [instances_of((12, 9), 4)]
+    alone = [(i.boxes.copy(), [c.copy() for c in i.crops]) for i in map(_copy_instances, many)]
+    decode_instances(many)
+    for instances, (boxes, crops) in zip(many, alone, strict=True):
+        assert "crops" in instances.__dict__ or len(instances) == 0
+        np.testing.assert_array_equal(instances.boxes, boxes)
+        assert len(instances.crops) == len(crops)
+        for a, b in zip(instances.crops, crops, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def _copy_instances(instances):
+    fields = ("rles", "labels", "confidences", "entropies", "sources")
+    return Instances(*(getattr(instances, f) for f in fields))
 
 
 def _greedy_nms(rles, scores, labels, iou_threshold, class_agnostic):

@@ -84,3 +84,20 @@ def test_a_crop_may_be_any_window_not_only_the_tight_box():
     np.testing.assert_array_equal(crop, mask)
     (corner,) = decode_crops([counts], (20, 30), np.array([[20, 10, 10, 10]]))
     np.testing.assert_array_equal(corner, mask[10:20, 20:30])
+
+
+def test_crops_decoded_in_chunks_equal_one_decode(monkeypatch):
+    import fiftyone_usam.masks as masks_module
+
+    rng = np.random.default_rng(5)
+    size = (40, 60)
+    counts = encode_masks(np.stack(random_masks(rng, *size, n=12), axis=-1))
+    boxes = np.asarray(
+        mask_utils.toBbox([{"size": list(size), "counts": c} for c in counts])
+    ).astype(np.int64)
+    whole = decode_crops(counts, size, boxes)
+    monkeypatch.setattr(masks_module, "_DECODE_PIXELS", 3 * 40)  # a few columns per chunk
+    chunked = decode_crops(counts, size, boxes)
+    assert len(chunked) == len(whole) == 12
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_array_equal(a, b)
