@@ -36,3 +36,7 @@ class StoreError(USAMError):
 
 class ImageLoadError(USAMError, OSError):
     """An image could not be read or decoded."""
+
+
+class WorkerError(USAMError, RuntimeError):
+    """A worker of the ray engine failed in a way that is not one of our own errors."""

@@ -10,6 +10,7 @@ from fiftyone_usam.embeddings.store import spec_at
 from fiftyone_usam.errors import USAMError
 
 from .artifacts import new_store_error
+from .engine import engine_inputs, engine_kwargs
 from .progress import progress_callback, usam_config
 from .validation import invalidate, no_dataset_form, path_error, sam_variant
 
@@ -88,6 +89,7 @@ class EmbedOperator(foo.Operator):
         )
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
         inputs.int("batch_size", default=4, min=1, label="Batch size")
+        engine_inputs(inputs, params, work="SAM runs")
         # speed only: neither changes what is stored
         inputs.enum(
             "encoder_attention",
@@ -123,6 +125,7 @@ class EmbedOperator(foo.Operator):
             masks=params.get("masks") or "full",
             encoder_attention=params.get("encoder_attention") or "auto",
             mask_encoding=params.get("mask_encoding") or "device",
+            **engine_kwargs(params),
             progress=progress_callback(ctx, "images"),
         )
         ctx.ops.reload_dataset()
@@ -132,6 +135,7 @@ class EmbedOperator(foo.Operator):
             "embedded": report.embedded,
             "already_done": report.already_done,
             "failed": report.failed,
+            "execution": report.execution,
         }
 
     def resolve_output(self, ctx):

@@ -6,6 +6,7 @@ import fiftyone.operators.types as types
 from fiftyone_usam.devices import PRECISIONS
 from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, SCHEDULERS
 
+from .engine import engine_inputs, engine_kwargs
 from .progress import progress_callback, usam_config
 from .validation import (
     classes_input,
@@ -72,6 +73,7 @@ class GenerateOperator(foo.Operator):
         inputs.enum("precision", list(PRECISIONS), default="auto", label="Precision")
         inputs.bool("attention_slicing", default=False, label="Attention slicing")
         inputs.bool("cpu_offload", default=False, label="CPU offload (needs accelerate)")
+        engine_inputs(inputs, params, work="the diffusion model runs")
         return types.Property(inputs, view=types.View(label="U-SAM: generate training images"))
 
     def execute(self, ctx):
@@ -97,6 +99,7 @@ class GenerateOperator(foo.Operator):
             precision=params.get("precision") or "auto",
             attention_slicing=bool(params.get("attention_slicing")),
             cpu_offload=bool(params.get("cpu_offload")),
+            **engine_kwargs(params),
             progress=progress_callback(ctx, "images"),
         )
         show_dataset(ctx, report.dataset)
@@ -106,6 +109,7 @@ class GenerateOperator(foo.Operator):
             "generated": report.generated,
             "already_done": report.already_done,
             "flagged": report.flagged,
+            "execution": report.execution,
         }
 
     def resolve_output(self, ctx):

@@ -17,6 +17,7 @@ from .artifacts import (
     read_head,
     trained_spec,
 )
+from .engine import engine_inputs, engine_kwargs
 from .progress import progress_callback, usam_config
 from .validation import (
     collision_error,
@@ -109,6 +110,11 @@ class PredictOperator(foo.Operator):
             "(for large images).",
         )
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
+        engine_inputs(
+            inputs,
+            ctx.params,
+            work="SAM runs for the images the store lacks (labelling stays in this process)",
+        )
         invalidate(checkpoint, path_error(ctx.params.get("checkpoint"), "SAM checkpoint"))
         invalidate(field, field_prefix_error(ctx.params.get("field", "usam")))
         _check_head(ctx, inputs, {"head": head, "field": field, "groups": groups, "store": store})
@@ -133,6 +139,7 @@ class PredictOperator(foo.Operator):
             checkpoint=params.get("checkpoint") or None,
             mask_dir=params.get("mask_dir") or None,
             device=params.get("device") or None,
+            **engine_kwargs(params),
             progress=progress_callback(ctx, "images"),
         )
         ctx.ops.reload_dataset()

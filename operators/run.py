@@ -6,8 +6,9 @@ import fiftyone.operators.types as types
 from fiftyone_usam.embeddings.extractor import MASK_MODES
 from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS
 from fiftyone_usam.sources import SOURCES
-from fiftyone_usam.sources.engines import ENGINES
+from fiftyone_usam.sources.engines import ENGINES as CRAWL_ENGINES
 
+from .engine import engine_inputs, engine_kwargs
 from .generate import int_param
 from .progress import usam_config
 from .validation import (
@@ -104,6 +105,8 @@ class RunOperator(foo.Operator):
         inputs.int("epochs", min=1, label="Training epochs (optional)")
         inputs.str("workdir", label="Work directory (optional)")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
+        engine = engine_inputs(inputs, params, work="generation and SAM run")
+        invalidate(engine, _crawl_engine_error(params.get("engine")))
         return types.Property(inputs, view=types.View(label="U-SAM: label from class names"))
 
     def execute(self, ctx):
@@ -126,7 +129,7 @@ class RunOperator(foo.Operator):
             gt_field=params.get("gt_field") or None,
             field=params.get("field") or "usam",
             model=params.get("model") or None,
-            engine=params.get("engine") or "bing",
+            crawl_engine=params.get("crawl_engine") or "bing",
             urls_file=params.get("urls_file") or None,
             epochs=params.get("epochs") or None,
             workdir=params.get("workdir") or None,
@@ -136,6 +139,7 @@ class RunOperator(foo.Operator):
             superclasses=bool(params.get("superclasses")),
             overwrite=bool(params.get("overwrite")),
             device=params.get("device") or None,
+            **engine_kwargs(params),
             progress=progress,
         )
         ctx.ops.reload_dataset()
@@ -155,7 +159,7 @@ class RunOperator(foo.Operator):
 
 
 def _source_inputs(params, inputs):
-    """The diffusion model for synthetic images; the engine (and URLs file) for crawling."""
+    """The diffusion model for synthetic images; the crawl engine (and URLs file) for crawling."""
     if params.get("source", "synthetic") == "synthetic":
         model = inputs.str(
             "model",
@@ -164,8 +168,8 @@ def _source_inputs(params, inputs):
         )
         invalidate(model, pipeline_error(params.get("model")))
         return
-    inputs.enum("engine", list(ENGINES), default="bing", label="Crawl engine")
-    if params.get("engine", "bing") == "urls":
+    inputs.enum("crawl_engine", list(CRAWL_ENGINES), default="bing", label="Crawl engine")
+    if params.get("crawl_engine", "bing") == "urls":
         urls_file = inputs.str(
             "urls_file",
             required=True,
@@ -173,6 +177,16 @@ def _source_inputs(params, inputs):
             description="On the server: one `class<TAB>url` per line.",
         )
         invalidate(urls_file, path_error(params.get("urls_file"), "URLs file"))
+
+
+def _crawl_engine_error(engine):
+    """A crawl engine given as ``engine`` (its name before ``engine`` chose local or ray)."""
+    if engine not in CRAWL_ENGINES:
+        return None
+    return (
+        f"engine chooses where the work runs (local or ray); for the crawl engine set "
+        f"crawl_engine={engine!r}"
+    )
 
 
 def _label_fields(dataset):

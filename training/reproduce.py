@@ -27,8 +27,9 @@ import fiftyone_usam as usam
 FIELDS = {"U-SAM": "usam", "SAM+CLIP": "sam_clip", "Otsu": "otsu"}
 METHODS = {"sam-clip": "SAM+CLIP", "otsu": "Otsu"}
 KNOWN_KEYS = {
-    "name", "benchmark", "classes", "superclasses", "source", "per_class", "engine", "urls_file",
-    "sam", "checkpoint", "model", "steps", "points_per_side", "epochs", "seed", "threshold",
+    "name", "benchmark", "classes", "superclasses", "source", "per_class", "crawl_engine",
+    "urls_file", "sam", "checkpoint", "model", "steps", "points_per_side", "epochs", "seed",
+    "threshold",
     "device", "tiny", "baselines", "clip_model", "paper",
 }  # fmt: skip
 
@@ -84,8 +85,9 @@ def reproduce(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
     dataset, classes = prepare_benchmark(recipe, out, seed)
     options: dict[str, Any] = {
         key: recipe[key]
-        for key in ("source", "per_class", "engine", "urls_file", "sam", "checkpoint", "model",
-                    "steps", "points_per_side", "epochs", "threshold", "device", "superclasses")
+        for key in ("source", "per_class", "crawl_engine", "urls_file", "sam", "checkpoint",
+                    "model", "steps", "points_per_side", "epochs", "threshold", "device",
+                    "superclasses")
         if recipe.get(key) is not None
     }  # fmt: skip
     if recipe.get("tiny"):

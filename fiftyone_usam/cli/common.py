@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from fiftyone_usam.execution.work import ENGINES
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
 from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
 
@@ -48,6 +49,46 @@ max_pixels_option = click.option(
     show_default=True,
     help="Images of more pixels are not decoded and fail on their own (decompression bombs).",
 )
+
+
+def engine_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--engine``, ``--workers``, ``--gpus-per-worker``, ``--ray-address``: where the
+    per-sample work runs (the same names as the Python API's parameters)."""
+    options = [
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default="local",
+            show_default=True,
+            help="local: in this process; ray: on Ray actors, each loading the model once "
+            'and writing its results itself (pip install "fiftyone-usam[ray]").',
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Ray actors with --engine ray (e.g. one per GPU).",
+        ),
+        click.option(
+            "--gpus-per-worker",
+            type=click.FloatRange(min=0),
+            default=None,
+            help="GPUs each Ray actor asks for. Default: 1 when the cluster has GPUs, else 0.",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="Ray cluster to join (what `ray start --head` printed). Default: RAY_ADDRESS "
+            "if set, else a local Ray started for the run. Images and stores must be on "
+            "storage every node sees.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 GRANULARITY_HELP = (
     "Which of SAM's 3 masks per point: best (SAM's highest predicted IoU), coarse (the "
     "largest: whole objects), medium, fine (the smallest: parts), or all (NMS decides)."

@@ -9,6 +9,7 @@ import click
 from fiftyone_usam.cli.common import (
     device_option,
     echo_problems,
+    engine_options,
     max_pixels_option,
     shard_size_option,
     view_tag_option,
@@ -108,8 +109,9 @@ from fiftyone_usam.embeddings.fast_attention import ENCODER_ATTENTIONS
     type=click.IntRange(min=0),
     default=4,
     show_default=True,
-    help="Threads reading images ahead of the model.",
+    help="Threads reading images ahead of the model (in each worker).",
 )
+@engine_options
 def embed_command(
     dataset: str,
     view_tag: str | None,
@@ -128,6 +130,10 @@ def embed_command(
     encoder_attention: str,
     encode_workers: int,
     num_workers: int,
+    engine: str,
+    workers: int,
+    gpus_per_worker: float | None,
+    ray_address: str | None,
 ) -> None:
     """Compute SAM mask embeddings of a dataset's images into an EmbeddingStore.
 
@@ -156,6 +162,10 @@ def embed_command(
         encoder_attention=encoder_attention,  # type: ignore[arg-type]
         encode_workers=encode_workers,
         num_workers=num_workers,
+        engine=engine,  # type: ignore[arg-type]
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        ray_address=ray_address,
         progress=True,
     )
     click.echo(report.summary())

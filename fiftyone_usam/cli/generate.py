@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fiftyone_usam.cli.common import device_option
+from fiftyone_usam.cli.common import device_option, engine_options
 from fiftyone_usam.devices import PRECISIONS
 from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, SCHEDULERS
 
@@ -89,6 +89,7 @@ from fiftyone_usam.sources.pipelines import DEFAULT_MODEL, SCHEDULERS
 @click.option(
     "--cpu-offload", is_flag=True, help="Sub-models wait on the CPU (small GPUs; needs accelerate)."
 )
+@engine_options
 def generate_command(
     classes: str | None,
     dataset: str,
@@ -108,11 +109,17 @@ def generate_command(
     precision: str,
     attention_slicing: bool,
     cpu_offload: bool,
+    engine: str,
+    workers: int,
+    gpus_per_worker: float | None,
+    ray_address: str | None,
 ) -> None:
     """Generate training images of each class with Stable Diffusion (or any diffusers model).
 
     Each image's seed comes from (seed, class, index), so a re-run reproduces it, and images the
     dataset already holds are not made again: an interrupted run resumes where it stopped.
+    With --engine ray the images are made on --workers Ray actors, each loading --model (a hub
+    id or a directory every node sees) once and writing into --images-dir.
     """
     from fiftyone_usam.stages.generate import generate
 
@@ -135,6 +142,10 @@ def generate_command(
         precision=precision,  # type: ignore[arg-type]
         attention_slicing=attention_slicing,
         cpu_offload=cpu_offload,
+        engine=engine,  # type: ignore[arg-type]
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        ray_address=ray_address,
         progress=True,
     )
     click.echo(report.summary())

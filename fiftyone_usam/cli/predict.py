@@ -9,6 +9,7 @@ import click
 from fiftyone_usam.cli.common import (
     device_option,
     echo_problems,
+    engine_options,
     granularity_option,
     label_batch_size_option,
     mask_dir_option,
@@ -89,6 +90,7 @@ from fiftyone_usam.cli.common import (
     show_default=True,
     help="Torch threads of the head's forward passes on the CPU (the other cores write).",
 )
+@engine_options
 def predict_command(
     dataset: str,
     head: Path,
@@ -111,6 +113,10 @@ def predict_command(
     label_batch_size: int,
     bulk_writes: bool,
     head_threads: int,
+    engine: str,
+    workers: int,
+    gpus_per_worker: float | None,
+    ray_address: str | None,
 ) -> None:
     """Label a dataset's images with a trained head: semantic masks, instances, uncertainty.
 
@@ -141,6 +147,10 @@ def predict_command(
         label_batch_size=label_batch_size,
         bulk_writes=bulk_writes,
         head_threads=head_threads,
+        engine=engine,  # type: ignore[arg-type]
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        ray_address=ray_address,
         progress=True,
     )
     click.echo(report.summary())

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from fiftyone_usam.cli.common import device_option, label_batch_size_option, view_tag_option
+from fiftyone_usam.cli.common import (
+    device_option,
+    engine_options,
+    label_batch_size_option,
+    view_tag_option,
+)
 from fiftyone_usam.embeddings.extractor import MASK_MODES
 from fiftyone_usam.sources import SOURCES
 from fiftyone_usam.sources.engines import ENGINES
@@ -53,17 +58,17 @@ from fiftyone_usam.sources.engines import ENGINES
 )
 @click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option(
-    "--engine",
+    "--crawl-engine",
     type=click.Choice(ENGINES),
     default="bing",
     show_default=True,
-    help="Crawl engine, with --source crawl.",
+    help="Search engine, with --source crawl (--engine chooses where the work runs).",
 )
 @click.option(
     "--urls-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="class<TAB>url lines, for --engine urls.",
+    help="class<TAB>url lines, for --crawl-engine urls.",
 )
 @click.option("--points-per-side", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option(
@@ -86,6 +91,7 @@ from fiftyone_usam.sources.engines import ENGINES
 @click.option("--overwrite", is_flag=True, help="Replace prediction fields this run did not write.")
 @device_option
 @label_batch_size_option
+@engine_options
 def run_command(**options: object) -> None:
     """From class names to a labelled dataset: generate|crawl, embed, train, predict, evaluate.
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
+from fiftyone_usam.execution.work import LOCAL, ExecutionConfig
 from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH, ProposalLabeler, label_view
 from fiftyone_usam.fiftyone_io.writer import output_fields, plan_writes
 from fiftyone_usam.head.classifier import Head
@@ -73,6 +74,7 @@ class ProposalSource:
         batch_size: images per SAM encoder call.
         shard_size: images per store shard written.
         max_pixels: larger images fail on their own, undecoded.
+        execution: where SAM runs for them (this process, or Ray actors).
     """
 
     wanted: Head | StoreSpec
@@ -83,6 +85,7 @@ class ProposalSource:
     batch_size: int = 4
     shard_size: int = 16
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    execution: ExecutionConfig = LOCAL
 
 
 def label_samples(
@@ -135,6 +138,7 @@ def label_samples(
             batch_size=source.batch_size,
             shard_size=source.shard_size,
             max_pixels=source.max_pixels,
+            execution=source.execution,
             progress=progress,
         )
         report.store = Path(store.path)

@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any
 from fiftyone_usam.embeddings.extractor import MASK_MODES, MaskMode
 from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.evaluation.report import EvaluationReport
+from fiftyone_usam.execution.work import Engine, ExecutionConfig
 from fiftyone_usam.fiftyone_io.datasets import resolve_view, usam_dir
 from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH
 from fiftyone_usam.ontology import Ontology, load_ontology
 from fiftyone_usam.sources import Source
+from fiftyone_usam.sources.engines import ENGINES as CRAWL_ENGINES
 from fiftyone_usam.stages.pipeline_steps import (
     DEFAULT_PER_CLASS,
     SamCache,
@@ -126,7 +128,7 @@ def run(
     training_dataset: str | None = None,
     model: str | Path | None = None,
     steps: int = 50,
-    engine: str = "bing",
+    crawl_engine: str = "bing",
     urls_file: str | Path | None = None,
     points_per_side: int = 10,
     training_masks: MaskMode = "none",
@@ -138,6 +140,10 @@ def run(
     overwrite: bool = False,
     device: str | torch.device | None = None,
     label_batch_size: int = DEFAULT_LABEL_BATCH,
+    engine: Engine = "local",
+    workers: int = 1,
+    gpus_per_worker: float | None = None,
+    ray_address: str | None = None,
     progress: bool | StageProgress | None = None,
 ) -> PipelineReport:
     """Runs the whole chain for ``classes`` and labels ``dataset`` (resumable; see module doc).
@@ -156,8 +162,9 @@ def run(
         training_dataset: the training images' dataset; default ``<dataset>-usam-<source>``.
         model: the diffusers pipeline (hub id or directory); default Stable Diffusion v1.4.
         steps: denoising steps of generation.
-        engine: the crawl engine (``bing``, ``google``, ``baidu``, ``flickr`` or ``urls``).
-        urls_file: ``class<TAB>url`` lines, for ``engine="urls"``.
+        crawl_engine: the crawl engine (``bing``, ``google``, ``baidu``, ``flickr`` or
+            ``urls``).
+        urls_file: ``class<TAB>url`` lines, for ``crawl_engine="urls"``.
         points_per_side: the prompt grid (10: d = 100 masks per image, as in the paper).
         training_masks: ``none`` (default) embeds the training images without their masks
             (about half the store; training reads only the embeddings); ``full`` keeps them.
@@ -171,15 +178,16 @@ def run(
         overwrite: allow replacing prediction fields this pipeline did not write.
         device: torch device for every stage.
         label_batch_size: predict's samples per head pass and per database write.
+        engine, workers, gpus_per_worker, ray_address: where generation and SAM run
+            (`embed`'s; ``ray``: on Ray actors). Crawling, training and labelling from the
+            store stay in this process.
         progress: True for bars, False for none, or ``callback(stage, done, total)``.
 
     Raises:
         USAMError: whatever a stage raises; work finished before it is kept.
     """
-    if source not in DEFAULT_PER_CLASS:
-        raise ConfigError(f"source must be 'synthetic' or 'crawl', not {source!r}")
-    if training_masks not in MASK_MODES:
-        raise ConfigError(f"training_masks must be 'full' or 'none', not {training_masks!r}")
+    _check(source, training_masks, engine)
+    execution = ExecutionConfig(engine, workers, gpus_per_worker, ray_address)
     ontology = load_ontology(classes)
     target = resolve_view(dataset, view_tag)
     train_name = training_dataset or f"{target.dataset_name}-usam-{source}"
@@ -188,8 +196,8 @@ def run(
     sam_cache = SamCache(sam, checkpoint, device)
     with _stage(report, "training images") as stage:
         stage.detail, ran = training_images_step(
-            ontology, train_name, source, per_class, model, steps, engine, urls_file, seed,
-            device, _progress(progress, "training images"),
+            ontology, train_name, source, per_class, model, steps, crawl_engine, urls_file,
+            seed, device, _progress(progress, "training images"), execution,
         )  # fmt: skip
         stage.status = "ran" if ran else "skipped"
     train_view = resolve_view(train_name)
@@ -200,7 +208,7 @@ def run(
     for name, view, masks in embeds:
         with _stage(report, name) as stage:
             store, ran, stage.detail = embed_step(
-                view, sam_cache, points_per_side, masks, _progress(progress, name)
+                view, sam_cache, points_per_side, masks, _progress(progress, name), execution
             )
             report.stores[view.dataset_name] = store
             stage.status = "ran" if ran else "skipped"
@@ -214,6 +222,7 @@ def run(
         pred = predict_step(
             target, report.head, report.stores[target.dataset_name], field, out, threshold,
             overwrite, sam_cache, device, _progress(progress, "predict"), label_batch_size,
+            execution,
         )  # fmt: skip
         report.fields = pred.fields
         stage.status = "ran" if pred.labelled else "skipped"
@@ -230,6 +239,19 @@ def run(
             stage.detail = report.evaluation.summary()
     logger.info("%s", report.summary())
     return report
+
+
+def _check(source: str, training_masks: str, engine: str) -> None:
+    """Refuses unknown options, with what to pass instead."""
+    if source not in DEFAULT_PER_CLASS:
+        raise ConfigError(f"source must be 'synthetic' or 'crawl', not {source!r}")
+    if training_masks not in MASK_MODES:
+        raise ConfigError(f"training_masks must be 'full' or 'none', not {training_masks!r}")
+    if engine in CRAWL_ENGINES:
+        raise ConfigError(
+            f"engine chooses where the work runs (local or ray); for the crawl engine pass "
+            f"crawl_engine={engine!r} (--crawl-engine {engine})"
+        )
 
 
 class _stage:

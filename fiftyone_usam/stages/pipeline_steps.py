@@ -14,6 +14,7 @@ from fiftyone_usam.embeddings.sam_checkpoints import file_sha256, known_content_
 from fiftyone_usam.embeddings.sam_variants import resolve_variant
 from fiftyone_usam.embeddings.store import spec_at
 from fiftyone_usam.evaluation.report import EvaluationReport
+from fiftyone_usam.execution.work import LOCAL, ExecutionConfig
 from fiftyone_usam.fiftyone_io.datasets import locate_store, root_dataset
 from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH
 from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
@@ -79,11 +80,12 @@ def training_images_step(
     per_class: int | None,
     model: str | Path | None,
     steps: int,
-    engine: str,
+    crawl_engine: str,
     urls_file: str | Path | None,
     seed: int,
     device: Any,
     progress: Any,
+    execution: ExecutionConfig = LOCAL,
 ) -> tuple[str, bool]:
     """Generates or crawls what is missing; keeps images of classes dropped from the list."""
     import fiftyone as fo
@@ -103,6 +105,7 @@ def training_images_step(
             seed=seed,
             device=device,
             progress=progress,
+            **execution.options(),
         )
         return g.summary(), g.generated > 0
 
@@ -110,7 +113,7 @@ def training_images_step(
         ontology,
         dataset=name,
         per_class=count,
-        engine=engine,
+        engine=crawl_engine,
         urls_file=urls_file,
         progress=progress,
     )
@@ -118,7 +121,12 @@ def training_images_step(
 
 
 def embed_step(
-    view: fo.DatasetView, sam: SamCache, points_per_side: int, masks: MaskMode, progress: Any
+    view: fo.DatasetView,
+    sam: SamCache,
+    points_per_side: int,
+    masks: MaskMode,
+    progress: Any,
+    execution: ExecutionConfig = LOCAL,
 ) -> tuple[Path, bool, str]:
     """Reuses a complete recorded store of the same SAM and grid, else embeds what is missing.
 
@@ -149,6 +157,7 @@ def embed_step(
         points_per_side=points_per_side,
         masks=kind,
         progress=progress,
+        **execution.options(),
     )
     return Path(result.store), result.embedded > 0, result.summary()
 
@@ -208,6 +217,7 @@ def predict_step(
     device: Any,
     progress: Any,
     label_batch_size: int = DEFAULT_LABEL_BATCH,
+    execution: ExecutionConfig = LOCAL,
 ) -> PredictReport:
     """Labels the target; replaces this pipeline's own older predictions when the head changed."""
     assert head is not None
@@ -223,6 +233,7 @@ def predict_step(
         device=device,
         progress=progress,
         label_batch_size=label_batch_size,
+        **execution.options(),
     )
     try:  # same head and settings: resumes (labels only what is missing)
         return predict(view, overwrite=overwrite, **options)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.embeddings.sam_backend import weights_sha256
+from fiftyone_usam.execution.work import Engine, ExecutionConfig
 from fiftyone_usam.fiftyone_io.datasets import resolve_view
 from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH
 from fiftyone_usam.head.checkpoint import resolve_head
@@ -61,6 +62,10 @@ def predict(
     label_batch_size: int = DEFAULT_LABEL_BATCH,
     bulk_writes: bool = True,
     head_threads: int | None = DEFAULT_HEAD_THREADS,
+    engine: Engine = "local",
+    workers: int = 1,
+    gpus_per_worker: float | None = None,
+    ray_address: str | None = None,
     progress: bool | ProgressCallback | None = None,
 ) -> PredictReport:
     """Labels the samples of a view with a trained head.
@@ -94,6 +99,9 @@ def predict(
             FiftyOne's label objects and save sample by sample; the same labels, slower).
         head_threads: torch threads of the head's forward passes on the CPU (None: torch's
             setting); one leaves the other core to the writes.
+        engine, workers, gpus_per_worker, ray_address: where SAM runs for the samples the
+            store lacks (`embed`'s; ``ray``: on Ray actors). Labelling from the store stays
+            in this process: it is cheap.
         progress: a progress bar (True/False; None follows FiftyOne), or ``(done, total)``
             callback.
 
@@ -101,6 +109,7 @@ def predict(
         A `PredictReport`; the run is recorded in ``dataset.info["usam_predictions"]``.
     """
     started = time.perf_counter()
+    execution = ExecutionConfig(engine, workers, gpus_per_worker, ray_address)
     view = resolve_view(dataset, view_tag)
     model, head_path = resolve_head(head, device)
     config = PredictorConfig(threshold, nms_iou, granularity, class_agnostic_nms)
@@ -115,7 +124,7 @@ def predict(
         settings=settings,
         details={"head": head_path},
         source=ProposalSource(
-            model, store, sam, checkpoint, device, batch_size, shard_size, max_pixels
+            model, store, sam, checkpoint, device, batch_size, shard_size, max_pixels, execution
         ),
         overwrite=overwrite,
         mask_dir=mask_dir,

@@ -17,6 +17,7 @@ from fiftyone_usam.embeddings.extractor import spec_for
 from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import StoreError
+from fiftyone_usam.execution.work import LOCAL, ExecutionConfig
 from fiftyone_usam.fiftyone_io.datasets import locate_store
 from fiftyone_usam.head.classifier import Head
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
@@ -71,6 +72,7 @@ def ensure_embeddings(
     batch_size: int = 4,
     shard_size: int = 16,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    execution: ExecutionConfig = LOCAL,
     progress: bool | ProgressCallback | None = None,
 ) -> tuple[EmbeddingStore, dict[str, str], bool]:
     """Makes sure the view's samples are in an EmbeddingStore that fits ``wanted``.
@@ -83,6 +85,7 @@ def ensure_embeddings(
             masks (``masks="none"``) is refused.
         sam, checkpoint, device, batch_size, shard_size, max_pixels: for embedding the samples
             the store lacks, or whose image file changed since they were embedded.
+        execution: where that embedding runs (`embed`'s ``engine``, ``workers``, ...).
         progress: for that embedding.
 
     Returns:
@@ -126,6 +129,7 @@ def ensure_embeddings(
         shard_size=shard_size,
         max_pixels=max_pixels,
         progress=progress,
+        **execution.options(),
     )
     return EmbeddingStore.open(report.store), report.failed, True
 

@@ -392,17 +392,19 @@ def test_evaluate_checks_fields_and_the_evaluation_key(form, dataset):
 
 def test_run_shows_the_inputs_of_its_source(form, dataset, tmp_path):
     synthetic = form("run", dataset, classes="dog").properties
-    assert "model" in synthetic and "engine" not in synthetic
+    assert "model" in synthetic and "crawl_engine" not in synthetic
     crawl = form("run", dataset, classes="dog", source="crawl").properties
-    assert "engine" in crawl and "model" not in crawl and "urls_file" not in crawl
-    urls = form("run", dataset, classes="dog", source="crawl", engine="urls")
+    assert "crawl_engine" in crawl and "model" not in crawl and "urls_file" not in crawl
+    urls = form("run", dataset, classes="dog", source="crawl", crawl_engine="urls")
     assert urls.errors == {"urls_file": "Required property"}
     (tmp_path / "urls.tsv").write_text("dog\thttp://localhost/dog.jpg\n")
     urls_file = str(tmp_path / "urls.tsv")
-    urls = form("run", dataset, classes="dog", source="crawl", engine="urls", urls_file=urls_file)
+    urls = form(
+        "run", dataset, classes="dog", source="crawl", crawl_engine="urls", urls_file=urls_file
+    )
     assert urls.errors == {}
     missing = form(
-        "run", dataset, classes="dog", source="crawl", engine="urls", urls_file="/no/urls.tsv"
+        "run", dataset, classes="dog", source="crawl", crawl_engine="urls", urls_file="/no/urls.tsv"
     )
     assert "URLs file not found" in missing.errors["urls_file"]
 

@@ -228,7 +228,7 @@ def test_run_operator_queues_the_whole_chain(plugins_dir, target, options):
 
 
 def test_run_with_crawled_training_images(target, options, image_server, tmp_path):
-    """--source crawl --engine urls: web images of each class feed the same chain."""
+    """--source crawl --crawl-engine urls: web images of each class feed the same chain."""
     from tests.fixtures.http_images import encode, photo
 
     lines = []
@@ -237,7 +237,7 @@ def test_run_with_crawled_training_images(target, options, image_server, tmp_pat
         lines.append(f"{name}\t{url}")
     urls = tmp_path / "urls.tsv"
     urls.write_text("\n".join(lines) + "\n")
-    crawled = {**options, "source": "crawl", "engine": "urls", "urls_file": urls}
+    crawled = {**options, "source": "crawl", "crawl_engine": "urls", "urls_file": urls}
     for key in ("model", "steps"):
         crawled.pop(key)
     report = run("disc,square", dataset=target.name, **crawled)

@@ -1,0 +1,19 @@
+"""The ``local`` engine: one worker in this process, every item streamed through it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from fiftyone_usam.execution.work import Item, Outcome, Task
+
+
+def run_locally(task: Task, items: Sequence[Item]) -> Iterator[Outcome]:
+    """Starts ``task``'s worker here and runs all ``items`` through it (today's behaviour: one
+    stream, so the worker batches and overlaps across the whole run)."""
+    if not items:
+        return
+    worker = task.start()
+    try:
+        yield from worker.run(items)
+    finally:
+        worker.close()
