@@ -33,7 +33,7 @@ from fiftyone_usam.execution.work import Item, Outcome
 from fiftyone_usam.files import save_image_atomic
 from fiftyone_usam.sources.generation import Generator
 from fiftyone_usam.sources.jobs import GenerationConfig, ImageJob, image_path
-from fiftyone_usam.sources.pipelines import _load_error, check_source
+from fiftyone_usam.sources.pipelines import check_source, pipeline_load_error
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -129,7 +129,7 @@ class GenerateTask:
         try:
             DiffusionPipeline.load_config(source)
         except (OSError, ValueError) as e:
-            raise _load_error(self.model, e) from None
+            raise pipeline_load_error(self.model, e) from None
 
     def start(self) -> GenerateWorker:
         """Loads the pipeline here (unless already loaded) and sets its scheduler."""

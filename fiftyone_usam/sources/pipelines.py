@@ -71,7 +71,7 @@ def load_pipeline(
     try:
         pipe = DiffusionPipeline.from_pretrained(source, **{_dtype_keyword(): dtype})
     except (OSError, ValueError) as e:
-        raise _load_error(str(model), e) from None
+        raise pipeline_load_error(str(model), e) from None
     _check_tokenizer(pipe, str(model))
     pipe.set_progress_bar_config(disable=True)
     if attention_slicing:
@@ -123,7 +123,7 @@ def check_source(model: str | Path) -> str:
     )
 
 
-def _load_error(model: str, error: Exception) -> CheckpointError:
+def pipeline_load_error(model: str, error: Exception) -> CheckpointError:
     return CheckpointError(
         f"cannot load the text-to-image model {model!r} ({type(error).__name__}: "
         f"{str(error).splitlines()[0] if str(error) else ''}). It is not a local directory, so "
