@@ -215,16 +215,22 @@ def embed(
         )  # fmt: skip
     if not todo:
         record_store(view, target)
-    items = [
-        {"key": i, "filepath": p, "replace": i in changed, "seen": os.path.exists(p)}
-        for i, p in todo
-    ]
-    _run(task, items, execution, view, target, report, Progress(progress, len(todo), "embed"))
+    bar = Progress(progress, len(todo), "embed")
+    _run(task, _items(todo, changed), execution, view, target, report, bar)
     report.seconds = time.perf_counter() - started
     for sample_id, reason in report.failed.items():
         logger.warning("skipped sample %s: %s", sample_id, reason)
     logger.info("embed: %s", report.summary())
     return report
+
+
+def _items(todo: list[tuple[str, str]], changed: set[str]) -> list[dict[str, Any]]:
+    """The work items; ``seen``: whether the driver sees the image (a worker that does not
+    is on other storage: `execution.embedding.check_visible`)."""
+    return [
+        {"key": i, "filepath": p, "replace": i in changed, "seen": os.path.exists(p)}
+        for i, p in todo
+    ]
 
 
 def _spec(
