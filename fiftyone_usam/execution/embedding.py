@@ -32,7 +32,7 @@ from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
 from fiftyone_usam.embeddings.sam_variants import SamVariant
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import ConfigError, ImageLoadError, StoreError
-from fiftyone_usam.execution.work import Item, Outcome
+from fiftyone_usam.execution.work import Item, Outcome, Progressed
 from fiftyone_usam.images import load_rgb
 
 # a batch in flight: its size, its readable images by sample id, their proposals to come
@@ -62,6 +62,7 @@ class EmbedTask:
         read_threads: threads reading images ahead of the model.
         max_pixels: images of more pixels fail on their own.
         loaded: a SAM already loaded in this process (the local engine uses it; never sent).
+        built: the extractor already built on ``loaded`` (likewise).
     """
 
     store: str
@@ -74,6 +75,7 @@ class EmbedTask:
     read_threads: int = 4
     max_pixels: int | None = None
     loaded: LoadedSam | None = field(default=None, compare=False, repr=False)
+    built: MaskEmbeddingExtractor | None = field(default=None, compare=False, repr=False)
     name: str = "embed"
 
     def remote(self) -> EmbedTask:
@@ -88,10 +90,13 @@ class EmbedTask:
                 "a SAM built in memory cannot travel. Pass sam= a variant name or config file "
                 "and checkpoint= the weights, or use engine='local'"
             )
-        return dataclasses.replace(self, loaded=None)
+        return dataclasses.replace(self, loaded=None, built=None)
 
     def start(self) -> EmbedWorker:
         """Loads SAM here (unless already loaded) and opens the store."""
+        if self.built is not None:
+            check_writable(Path(self.store) / "shards")
+            return EmbedWorker(self, self.built)
         loaded = self.loaded
         if loaded is None:
             variant = config_from_dict(SamVariant, self.variant or {}, source="SAM variant")
@@ -118,9 +123,11 @@ class EmbedWorker:
     def close(self) -> None:
         del self.extractor
 
-    def run(self, items: Sequence[Item]) -> Iterator[Outcome]:
+    def run(self, items: Sequence[Item], progress: Progressed | None = None) -> Iterator[Outcome]:
         """Embeds ``items`` (``key``: sample id, ``filepath``, ``replace``: embed again even
-        if stored) and yields each one's outcome once its shard is written."""
+        if stored) and yields each one's outcome once its shard is written; ``progress`` is
+        told after each batch. Stopped early (an exception, a closed generator), it still
+        writes what it embedded."""
         self.store.refresh()  # shards other workers (or an earlier try) wrote
         stored = {i["key"]: i["filepath"] for i in items if i["key"] in self.store}
         durable = set(stored) - set(self.store.changed_files(stored))
@@ -130,6 +137,8 @@ class EmbedWorker:
         for item in items:
             if item["key"] in durable:
                 yield Outcome(item["key"], facts={"already_written": True})
+        if durable and progress is not None:
+            progress(len(durable))
         writer = _ShardWriter(self.store, {i["key"]: i for i in todo}, self.task.shard_size)
         outcomes: deque[Outcome] = deque()
         try:
@@ -139,7 +148,7 @@ class EmbedWorker:
                 self.task.read_threads,
                 self.task.max_pixels,
             )
-            for written in _embed_batches(self.extractor, batches, writer, outcomes):
+            for written in _embed_batches(self.extractor, batches, writer, outcomes, progress):
                 while outcomes:
                     yield outcomes.popleft()
                 yield from (Outcome(key) for key in written)
@@ -200,22 +209,31 @@ def _embed_batches(
     batches: Iterable[list[tuple[str, np.ndarray | ImageLoadError]]],
     writer: _ShardWriter,
     failures: deque[Outcome],
+    progress: Progressed | None,
 ) -> Iterator[list[str]]:
     """Embeds batch after batch into ``writer``, in order; yields the ids of each shard written.
 
     A batch's results are taken once the next batch's device work is done, so the host's work
     on it (RLE strings) overlaps that: at most two batches are in flight. Items that failed are
-    appended to ``failures``.
+    appended to ``failures``; ``progress`` is told each batch's size once it is taken.
     """
+
+    def take(submitted: _Submitted) -> list[str]:
+        size, images, futures = submitted
+        written = writer.add(_results(submit, images, futures, failures, writer))
+        if progress is not None:
+            progress(size)
+        return written
+
     with extractor.pipelined() as submit:
         pending: deque[_Submitted] = deque()
         for batch in batches:
             images = _keep_readable(batch, failures)
             pending.append((len(batch), images, _submit(submit, images)))
             if len(pending) > 1:
-                yield writer.add(_results(submit, *pending.popleft()[1:], failures, writer))
+                yield take(pending.popleft())
         while pending:
-            yield writer.add(_results(submit, *pending.popleft()[1:], failures, writer))
+            yield take(pending.popleft())
 
 
 def _keep_readable(

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from fiftyone_usam.execution.local import run_locally
 from fiftyone_usam.execution.ray import run_on_ray
-from fiftyone_usam.execution.work import LOCAL, ExecutionConfig, Item, Outcome, Task
+from fiftyone_usam.execution.work import LOCAL, ExecutionConfig, Item, Outcome, Progressed, Task
 
 
 def execute(
     task: Task,
     items: Sequence[Item],
     config: ExecutionConfig = LOCAL,
-    on_outcome: Callable[[Outcome], None] | None = None,
+    progress: Progressed | None = None,
 ) -> Iterator[Outcome]:
     """Runs ``task`` on ``items`` with ``config``'s engine; yields each item's outcome.
 
     Outcomes come as results become durable (not in item order on Ray). A failed item never
-    stops the run. ``on_outcome`` sees each outcome too (progress).
+    stops the run. ``progress(n)``: ``n`` more items done with, batch by batch in this process,
+    block by block (as their outcomes arrive) on Ray.
     """
-    outcomes: Iterable[Outcome] = (
-        run_on_ray(task, items, config) if config.engine == "ray" else run_locally(task, items)
-    )
-    for outcome in outcomes:
-        if on_outcome is not None:
-            on_outcome(outcome)
-        yield outcome
+    if config.engine == "ray":
+        return run_on_ray(task, items, config, progress)
+    return run_locally(task, items, progress)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.devices import PRECISIONS, Precision
 from fiftyone_usam.errors import CheckpointError, ConfigError
-from fiftyone_usam.execution.work import Item, Outcome
+from fiftyone_usam.execution.work import Item, Outcome, Progressed
 from fiftyone_usam.files import save_image_atomic
 from fiftyone_usam.sources.generation import Generator
 from fiftyone_usam.sources.jobs import GenerationConfig, ImageJob, image_path
@@ -157,8 +157,9 @@ class GenerateWorker:
     def close(self) -> None:
         del self.runner
 
-    def run(self, items: Sequence[Item]) -> Iterator[Outcome]:
-        """Makes the images of ``items`` (`job_item`s), ``batch_size`` items at a time.
+    def run(self, items: Sequence[Item], progress: Progressed | None = None) -> Iterator[Outcome]:
+        """Makes the images of ``items`` (`job_item`s), ``batch_size`` items at a time;
+        ``progress`` is told each batch's size once its images are saved.
 
         Each batch's images are saved before its outcomes are yielded, one per item in order:
         exactly ``batch_size`` outcomes per batch (fewer in the last), so a driver that records
@@ -173,7 +174,10 @@ class GenerateWorker:
         size = max(1, self.task.batch_size)
         for start in range(0, len(items), size):
             jobs = [item_job(item) for item in items[start : start + size]]
-            yield from self._batch(jobs)
+            outcomes = self._batch(jobs)
+            if progress is not None:
+                progress(len(jobs))
+            yield from outcomes
 
     def _batch(self, jobs: list[ImageJob]) -> list[Outcome]:
         paths = [image_path(self.folder, job) for job in jobs]

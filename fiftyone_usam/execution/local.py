@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from fiftyone_usam.execution.work import Item, Outcome, Task
+from fiftyone_usam.execution.work import Item, Outcome, Progressed, Task
 
 
-def run_locally(task: Task, items: Sequence[Item]) -> Iterator[Outcome]:
+def run_locally(
+    task: Task, items: Sequence[Item], progress: Progressed | None = None
+) -> Iterator[Outcome]:
     """Starts ``task``'s worker here and runs all ``items`` through it (today's behaviour: one
     stream, so the worker batches and overlaps across the whole run)."""
     if not items:
         return
     worker = task.start()
     try:
-        yield from worker.run(items)
+        yield from worker.run(items, progress)
     finally:
         worker.close()

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fiftyone_usam.errors import ConfigError, USAMError, WorkerError
-from fiftyone_usam.execution.work import ExecutionConfig, Item, Outcome, Task
+from fiftyone_usam.execution.work import ExecutionConfig, Item, Outcome, Progressed, Task
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,12 @@ INSTALL_HINT = 'pip install "fiftyone-usam[ray]"'
 ACTOR_START_SECONDS = 600  # how long the workers may take to start (models load in them)
 
 
-def run_on_ray(task: Task, items: Sequence[Item], config: ExecutionConfig) -> Iterator[Outcome]:
+def run_on_ray(
+    task: Task,
+    items: Sequence[Item],
+    config: ExecutionConfig,
+    progress: Progressed | None = None,
+) -> Iterator[Outcome]:
     """Runs ``task`` on Ray actors; yields each item's outcome as its block finishes.
 
     Raises:
@@ -41,7 +46,10 @@ def run_on_ray(task: Task, items: Sequence[Item], config: ExecutionConfig) -> It
     ray = import_ray()
     started_here = connect(ray, config.address)
     try:
-        yield from _stream(ray, remote, items, config)
+        for outcome in _stream(ray, remote, items, config):
+            if progress is not None:
+                progress(1)
+            yield outcome
     finally:
         if started_here:
             ray.shutdown()

@@ -16,7 +16,7 @@ words a local run uses. Only the driver touches the FiftyOne dataset.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -26,6 +26,7 @@ Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = ("local", "ray")
 
 Item = dict[str, Any]  # one unit of work, JSON-able: it travels to workers as it is
+Progressed = Callable[[int], None]  # told how many more items are done with
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,12 @@ class Outcome:
 class Worker(Protocol):
     """A task's worker: its model loaded; does items and writes their results."""
 
-    def run(self, items: Sequence[Item]) -> Iterator[Outcome]:
-        """Does ``items`` in order; an item's outcome comes once its result is durable."""
+    def run(self, items: Sequence[Item], progress: Progressed | None = None) -> Iterator[Outcome]:
+        """Does ``items`` in order; an item's outcome comes once its result is durable.
+
+        ``progress(n)`` is told as each ``n`` items are done with (before their results are
+        durable, e.g. a batch embedded into a shard still being filled).
+        """
         ...
 
     def close(self) -> None:

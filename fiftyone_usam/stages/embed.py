@@ -180,7 +180,7 @@ def embed(
         "encoder_attention": encoder_attention,
         "encode_workers": encode_workers,
     }
-    make_extractor(loaded, settings)  # checked before the store is touched
+    built = make_extractor(loaded, settings)  # checked before the store is touched
     task = EmbedTask(
         store=str(_store_path(view, loaded, points_per_side, store, keep)),
         spec=_spec(view, loaded, points_per_side, store, keep),
@@ -192,6 +192,7 @@ def embed(
         read_threads=num_workers,
         max_pixels=max_pixels,
         loaded=loaded,
+        built=built,
     )
     if on_ray:  # refused before anything is written when SAM cannot travel
         task = task.remote()
@@ -199,7 +200,7 @@ def embed(
         execution = ExecutionConfig("ray", workers, gpus_per_worker, ray_address, block)
     target = EmbeddingStore.create(task.store, task.spec)
     write_sam_record(target.path, loaded)
-    del loaded  # the driver's copy on Ray (the workers load their own)
+    del loaded, built  # the driver's copies on Ray (the workers load their own)
     target.remove_stale_temp_files()
     ids, paths = view.values(["id", "filepath"])
     files = dict(zip(ids, paths, strict=True))
@@ -265,7 +266,7 @@ def _run(
     dataset with the first sample it holds."""
     ran: set[str] = set()
     try:
-        for outcome in execute(task, items, execution):
+        for outcome in execute(task, items, execution, progress=bar.update):
             ran.add(outcome.worker)
             if outcome.error is not None:
                 report.failed[outcome.key] = outcome.error
@@ -273,7 +274,6 @@ def _run(
                 if report.embedded == 0:  # the store holds something: record it
                     record_store(view, target)
                 report.embedded += 1
-            bar.update(1)
     finally:
         bar.close()
         if execution.engine == "ray":
