@@ -21,16 +21,14 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fiftyone_usam.config import config_from_dict, config_to_dict
-from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
+from fiftyone_usam.embeddings.proposals import MaskProposals
 from fiftyone_usam.embeddings.shards import (
-    FORMAT_VERSION,
     FileIdentity,
     file_identity,
     read_embeddings,
@@ -39,6 +37,7 @@ from fiftyone_usam.embeddings.shards import (
     verify_shard,
     write_shard,
 )
+from fiftyone_usam.embeddings.store_spec import StoreSpec as StoreSpec  # re-exported
 from fiftyone_usam.errors import ConfigError, StoreError
 from fiftyone_usam.files import remove_stale_temp_files, write_text_atomic
 
@@ -46,85 +45,6 @@ if TYPE_CHECKING:
     from fiftyone_usam.embeddings.sam_backend import LoadedSam
 
 logger = logging.getLogger(__name__)
-
-MASK_FORMAT = "coco_rle"  # the masks of a store that keeps them
-NO_MASKS = "none"  # the mask_format of a store embedded with masks="none"
-
-
-@dataclass(frozen=True)
-class StoreSpec:
-    """What an EmbeddingStore's arrays were computed with; two stores are compatible iff equal.
-
-    Attributes:
-        sam_variant: SAM variant name.
-        checkpoint_sha256: SHA-256 of the SAM weights.
-        points_per_side: prompt grid size; ``d = points_per_side**2``.
-        encoder_input_size: SAM image encoder input size.
-        embedding_dim: length of a mask embedding (4 mask tokens x 256).
-        embedding_dtype: dtype of the stored embeddings.
-        masks_per_point: SAM multimask outputs per point.
-        mask_format: ``coco_rle``, or ``none``: embeddings only (enough to train, not to label).
-        stability_offset: logit offset of the stability scores.
-        format_version: on-disk layout version.
-    """
-
-    sam_variant: str
-    checkpoint_sha256: str
-    points_per_side: int
-    encoder_input_size: int
-    embedding_dim: int = 1024
-    embedding_dtype: str = "float16"
-    masks_per_point: int = MASKS_PER_POINT
-    mask_format: str = MASK_FORMAT
-    stability_offset: float = 1.0
-    format_version: int = FORMAT_VERSION
-
-    @property
-    def num_points(self) -> int:
-        """``d``, prompts (and embeddings) per image."""
-        return self.points_per_side**2
-
-    @property
-    def has_masks(self) -> bool:
-        """Whether the store keeps SAM's masks (labelling needs them; training does not)."""
-        return self.mask_format != NO_MASKS
-
-    def with_masks(self, masks: bool) -> StoreSpec:
-        """This spec for a store that keeps the masks (``True``) or only the embeddings."""
-        return replace(self, mask_format=MASK_FORMAT if masks else NO_MASKS)
-
-    def differences(
-        self,
-        other: StoreSpec,
-        fields: Iterable[str] | None = None,
-        labels: tuple[str, str] = ("this", "other"),
-    ) -> list[str]:
-        """``"<field>: <label 0> <self's value>, <label 1> <other's value>"`` per differing field.
-
-        The one place that says how two specs differ, for every message that refuses a mismatch.
-
-        Args:
-            other: the spec to compare with.
-            fields: the fields compared; default: all of them.
-            labels: what to call the two sides, e.g. ``("store has", "asked for")``.
-        """
-        mine, theirs = config_to_dict(self), config_to_dict(other)
-        names = list(mine) if fields is None else list(fields)
-        return [
-            f"{n}: {labels[0]} {mine[n]!r}, {labels[1]} {theirs[n]!r}"
-            for n in names
-            if mine[n] != theirs[n]
-        ]
-
-    def describe(self) -> str:
-        """One line for messages."""
-        return (
-            f"SAM {self.sam_variant} (weights {self.checkpoint_sha256[:12]}), "
-            f"{self.points_per_side}x{self.points_per_side} points, "
-            f"input {self.encoder_input_size}, "
-            f"{self.embedding_dim}-d {self.embedding_dtype}, format v{self.format_version}"
-            + ("" if self.has_masks else ", no masks")
-        )
 
 
 class EmbeddingStore:
@@ -135,6 +55,7 @@ class EmbeddingStore:
         self.spec = spec
         self._index: dict[str, tuple[Path, int]] | None = None
         self._files: dict[str, FileIdentity] = {}  # sample id -> (size, mtime_ns) embedded
+        self._indexed: set[Path] = set()  # the shard files the index has read
         self._verified: set[Path] = set()
 
     @classmethod
@@ -265,6 +186,7 @@ class EmbeddingStore:
         write_shard(target, list(new.values()), list(new), self.spec.embedding_dtype, known)
         index = self._get_index()
         index.update({sample_id: (target, row) for row, sample_id in enumerate(new)})
+        self._indexed.add(target)
         self._files.update(known)
         self._verified.add(target)
         return target
@@ -295,6 +217,17 @@ class EmbeddingStore:
         """Forgets the cached index so shards written by other processes are seen."""
         self._index = None
 
+    def update_index(self) -> None:
+        """Adds to the cached index the shards written since it was built (by other writers),
+        reading only their headers: shards are immutable once written, so the indexed ones
+        stand. A new shard's rows win over older rows of the same ids, as in a full index."""
+        if self._index is None:
+            self._index = self._build_index()
+            return
+        for shard in sorted((self.path / "shards").glob("*.safetensors")):
+            if shard not in self._indexed:
+                self._add_shard(self._index, shard)
+
     def _get_index(self) -> dict[str, tuple[Path, int]]:
         if self._index is None:
             self._index = self._build_index()
@@ -303,15 +236,20 @@ class EmbeddingStore:
     def _build_index(self) -> dict[str, tuple[Path, int]]:
         index: dict[str, tuple[Path, int]] = {}
         self._files = {}
+        self._indexed = set()
         for shard in sorted((self.path / "shards").glob("*.safetensors")):
-            header = read_header(shard)
-            for row, sample_id in enumerate(header.sample_ids):
-                index[sample_id] = (shard, row)  # shards are read in write order: newest wins
-                if sample_id in header.files:
-                    self._files[sample_id] = header.files[sample_id]
-                else:
-                    self._files.pop(sample_id, None)
+            self._add_shard(index, shard)
         return index
+
+    def _add_shard(self, index: dict[str, tuple[Path, int]], shard: Path) -> None:
+        header = read_header(shard)
+        self._indexed.add(shard)
+        for row, sample_id in enumerate(header.sample_ids):
+            index[sample_id] = (shard, row)  # shards are read in write order: newest wins
+            if sample_id in header.files:
+                self._files[sample_id] = header.files[sample_id]
+            else:
+                self._files.pop(sample_id, None)
 
     def _locate(self, sample_id: str) -> tuple[Path, int]:
         try:

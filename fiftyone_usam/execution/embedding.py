@@ -119,6 +119,7 @@ class EmbedWorker:
     def __init__(self, task: EmbedTask, extractor: MaskEmbeddingExtractor) -> None:
         self.task, self.extractor = task, extractor
         self.store = EmbeddingStore.open(task.store, task.spec)
+        self.succeeded = False  # some image was embedded by this worker (in any block)
 
     def close(self) -> None:
         del self.extractor
@@ -128,7 +129,7 @@ class EmbedWorker:
         if stored) and yields each one's outcome once its shard is written; ``progress`` is
         told after each batch. Stopped early (an exception, a closed generator), it still
         writes what it embedded."""
-        self.store.refresh()  # shards other workers (or an earlier try) wrote
+        self.store.update_index()  # shards other workers (or an earlier try) wrote since
         stored = {i["key"]: i["filepath"] for i in items if i["key"] in self.store}
         durable = set(stored) - set(self.store.changed_files(stored))
         todo = [i for i in items if i["key"] not in durable]
@@ -140,6 +141,7 @@ class EmbedWorker:
         if durable and progress is not None:
             progress(len(durable))
         writer = _ShardWriter(self.store, {i["key"]: i for i in todo}, self.task.shard_size)
+        writer.succeeded = self.succeeded
         outcomes: deque[Outcome] = deque()
         try:
             batches = _read_ahead(
@@ -154,6 +156,7 @@ class EmbedWorker:
                 yield from (Outcome(key) for key in written)
         finally:
             last = writer.flush()  # keep finished work, even on interrupt
+            self.succeeded = writer.succeeded
         yield from outcomes
         yield from (Outcome(key) for key in last)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from fiftyone_usam.execution.local import run_locally
 from fiftyone_usam.execution.ray import run_on_ray
@@ -14,7 +14,7 @@ def execute(
     items: Sequence[Item],
     config: ExecutionConfig = LOCAL,
     progress: Progressed | None = None,
-) -> Iterator[Outcome]:
+) -> Generator[Outcome, None, None]:
     """Runs ``task`` on ``items`` with ``config``'s engine; yields each item's outcome.
 
     Outcomes come as results become durable (not in item order on Ray). A failed item never

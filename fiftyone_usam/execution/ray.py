@@ -12,11 +12,12 @@ stops it after. ``import ray`` happens only here, inside the functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from fiftyone_usam.errors import ConfigError, USAMError, WorkerError
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "fiftyone-usam[ray]"'
 ACTOR_START_SECONDS = 600  # how long the workers may take to start (models load in them)
+MAX_RETRIES = 3  # restarts of a dead worker, and retries of its block
 
 
 def run_on_ray(
@@ -33,7 +35,7 @@ def run_on_ray(
     items: Sequence[Item],
     config: ExecutionConfig,
     progress: Progressed | None = None,
-) -> Iterator[Outcome]:
+) -> Generator[Outcome, None, None]:
     """Runs ``task`` on Ray actors; yields each item's outcome as its block finishes.
 
     Raises:
@@ -75,6 +77,8 @@ def connect(ray: Any, address: str | None) -> bool:
         Whether this call started Ray (so the run stops it after).
     """
     if ray.is_initialized():
+        if address:
+            logger.warning("Ray is already running in this process: using it, not %s", address)
         return False
     if address:
         check_reachable(address)
@@ -121,10 +125,20 @@ class TaskActor:
     """A Ray Data actor: starts the task's worker once, then does one block per call."""
 
     def __init__(self, task: Task) -> None:
-        self.worker = task.start()
+        import ray
+
+        if not ray.get_gpu_ids():  # given no GPU: stay off the node's GPUs (Ray leaves them)
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.error: USAMError | None = None
+        try:
+            self.worker = task.start()
+        except USAMError as e:  # raised as itself with the first block (Ray would wrap it)
+            self.error = e
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        if self.error is not None:
+            raise self.error
         items = [item for block in batch["block"] for item in json.loads(str(block))]
         keys, errors, facts = [], [], []
         for outcome in self.worker.run(items):
@@ -147,25 +161,24 @@ def _stream(
         "%s on Ray: %d item(s) in %d block(s), %d worker(s), %g GPU(s) each",
         task.name, len(items), len(blocks), workers, gpus,
     )  # fmt: skip
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the stage shows its own
-    context.wait_for_min_actors_s = ACTOR_START_SECONDS  # all workers up before any block
-    dataset = ray.data.from_items(blocks, override_num_blocks=len(blocks))
-    results = dataset.map_batches(
-        TaskActor,
-        fn_constructor_args=(task,),
-        batch_size=1,
-        # one block at a time per actor: blocks spread over all workers
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-        num_gpus=gpus,
-        num_cpus=1,
-        batch_format="default",
-    )
     try:
-        for row in results.iter_rows():
-            error = str(row["error"])
-            facts = json.loads(str(row["facts"]))
-            yield Outcome(str(row["key"]), error or None, facts, str(row["worker"]))
+        with _data_context(ray):
+            dataset = ray.data.from_items(blocks, override_num_blocks=len(blocks))
+            results = dataset.map_batches(
+                TaskActor,
+                fn_constructor_args=(task,),
+                batch_size=1,
+                # one block at a time per actor: blocks spread over all workers
+                compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+                num_gpus=gpus,
+                num_cpus=1,
+                batch_format="default",
+                max_restarts=MAX_RETRIES,  # a worker killed again and again fails the run
+                max_task_retries=MAX_RETRIES,
+            )
+            for row in results.iter_rows():
+                facts = json.loads(str(row["facts"]))
+                yield Outcome(str(row["key"]), str(row["error"]) or None, facts, str(row["worker"]))
     except ray.exceptions.GetTimeoutError:
         raise ConfigError(
             f"Ray could not start {workers} worker(s) with {gpus:g} GPU(s) and 1 CPU each "
@@ -174,6 +187,27 @@ def _stream(
         ) from None
     except ray.exceptions.RayError as e:
         raise worker_error(task, e) from None
+
+
+@contextlib.contextmanager
+def _data_context(ray: Any) -> Iterator[None]:
+    """Ray Data settings for our runs, restored after (the context is process-wide): no Ray
+    progress bars (the stage shows its own), every worker started before the first block, a
+    worker's own exception raised as it is (not wrapped in Ray's)."""
+    context = ray.data.DataContext.get_current()
+    ours = {
+        "enable_progress_bars": False,
+        "wait_for_min_actors_s": ACTOR_START_SECONDS,
+        "raise_original_map_exception": True,
+    }
+    saved = {name: getattr(context, name) for name in ours}
+    for name, value in ours.items():
+        setattr(context, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
 
 
 def worker_error(task: Task, error: BaseException) -> USAMError:

@@ -8,6 +8,7 @@ Ray actors (``engine``); this module plans it, records the store and reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -266,18 +267,23 @@ def _run(
     dataset with the first sample it holds."""
     ran: set[str] = set()
     try:
-        for outcome in execute(task, items, execution, progress=bar.update):
-            ran.add(outcome.worker)
-            if outcome.error is not None:
-                report.failed[outcome.key] = outcome.error
-            else:
-                if report.embedded == 0:  # the store holds something: record it
-                    record_store(view, target)
-                report.embedded += 1
+        with contextlib.closing(execute(task, items, execution, progress=bar.update)) as done:
+            for outcome in done:
+                ran.add(outcome.worker)
+                if outcome.error is not None:
+                    report.failed[outcome.key] = outcome.error
+                else:
+                    if report.embedded == 0:  # the store holds something: record it
+                        record_store(view, target)
+                    report.embedded += 1
     finally:
         bar.close()
         if execution.engine == "ray":
             report.execution["workers_ran"] = len(ran)
+        if report.embedded == 0:  # stopped before an outcome: a shard may have been flushed
+            target.refresh()
+            if len(target):
+                record_store(view, target)
 
 
 def _block_size(batch_size: int, shard_size: int) -> int:

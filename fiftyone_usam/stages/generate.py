@@ -14,6 +14,7 @@ Sample fields: ``ground_truth`` (`fo.Classification`), ``source`` (``"synthetic"
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -272,11 +273,13 @@ def _run(
 ) -> None:
     """Runs the jobs through the engine; adds their samples every ``batch_size`` outcomes (on
     the local engine, each batch before the next starts) and what is left, even on error."""
+    outcomes = execute(task, [job_item(job) for job in jobs], execution)
     try:
-        for outcome in execute(task, [job_item(job) for job in jobs], execution):
-            samples.take(outcome)
-            if samples.taken >= task.batch_size:
-                samples.flush()
+        with contextlib.closing(outcomes):
+            for outcome in outcomes:
+                samples.take(outcome)
+                if samples.taken >= task.batch_size:
+                    samples.flush()
     finally:
         samples.close()
 

@@ -156,6 +156,7 @@ def embed_step(
         sam=loaded,
         points_per_side=points_per_side,
         masks=kind,
+        device=sam.device,
         progress=progress,
         **execution.options(),
     )

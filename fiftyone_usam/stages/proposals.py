@@ -128,6 +128,7 @@ def ensure_embeddings(
         batch_size=batch_size,
         shard_size=shard_size,
         max_pixels=max_pixels,
+        device=device,
         progress=progress,
         **execution.options(),
     )

@@ -100,14 +100,17 @@ def test_two_workers_fill_the_store_a_local_run_fills(
 def test_a_killed_worker_has_its_block_retried_with_nothing_lost_or_doubled(
     local_ray, make_dataset, many_images, tiny_checkpoint, tmp_path
 ):
-    dataset = make_dataset(many_images(12))
+    """Blocks of 6 images in 3 shards (batches of 3, shards of 2): a worker killed mid-block
+    has written part of it; the retry skips what is on disk and does the rest."""
+    dataset = make_dataset(many_images(18))
+    options = {**EMBED, "batch_size": 3, "shard_size": 2}
     killed: list[int] = []
 
     def kill_one_worker(done, total):
         if killed:
             return
         for pid in worker_pids():
-            os.kill(pid, signal.SIGKILL)  # mid-block: each actor has blocks queued
+            os.kill(pid, signal.SIGKILL)  # the other worker, or this one on its next block
             killed.append(pid)
             return
 
@@ -118,12 +121,12 @@ def test_a_killed_worker_has_its_block_retried_with_nothing_lost_or_doubled(
         engine="ray",
         workers=2,
         progress=kill_one_worker,
-        **EMBED,
+        **options,
     )
     assert killed and report.failed == {}
-    assert report.embedded == 12 and report.execution["workers_ran"] >= 2
+    assert report.embedded == 18 and report.execution["workers_ran"] >= 2
     assert rows_per_sample(tmp_path / "ray") == {i: 1 for i in dataset.values("id")}
-    usam.embed(dataset, store=tmp_path / "local", checkpoint=tiny_checkpoint, **EMBED)
+    usam.embed(dataset, store=tmp_path / "local", checkpoint=tiny_checkpoint, **options)
     assert_same_store(tmp_path / "local", tmp_path / "ray", dataset.values("id"))
 
 
@@ -320,3 +323,14 @@ def test_a_two_node_cluster_fills_the_same_store(
         cluster.shutdown()
     usam.embed(dataset, store=tmp_path / "local", checkpoint=tiny_checkpoint, **EMBED)
     assert_same_store(tmp_path / "local", tmp_path / "cluster", dataset.values("id"))
+
+
+def test_a_worker_error_reaches_the_driver_as_itself(local_ray, tiny_checkpoint, tmp_path):
+    """Through Ray: the storage rule's message, not Ray's wrapper around it."""
+    from fiftyone_usam.execution.ray import run_on_ray
+    from fiftyone_usam.execution.work import ExecutionConfig
+
+    task = embed_task(tiny_checkpoint, tmp_path / "store").remote()
+    item = {"key": "a", "filepath": str(tmp_path / "gone.png"), "replace": False, "seen": True}
+    with pytest.raises(ConfigError, match=r"cannot see .*gone\.png.*every node sees"):
+        list(run_on_ray(task, [item], ExecutionConfig("ray")))

@@ -212,3 +212,18 @@ def test_a_spec_written_before_mask_formats_reads_as_keeping_masks(tmp_path):
     reopened = EmbeddingStore.open(tmp_path / "s", SPEC)
     assert reopened.spec.mask_format == "coco_rle" and reopened.spec.has_masks
     assert_same(reopened.get("a"), fake_proposals(0))
+
+
+def test_an_index_update_reads_only_new_shards_and_the_newest_row_wins(tmp_path):
+    reader = EmbeddingStore.create(tmp_path / "s", SPEC)
+    writer = EmbeddingStore.open(tmp_path / "s", SPEC)
+    reader.write({"a": fake_proposals(0)})
+    assert reader.sample_ids() == {"a"}
+    writer.write({"b": fake_proposals(1)})
+    writer.write({"a": fake_proposals(2)}, replace=True)  # another writer replaces "a"
+    reader.update_index()
+    assert reader.sample_ids() == {"a", "b"}
+    assert_same(reader.get("a"), fake_proposals(2))
+    reader.update_index()  # nothing new: the same index
+    assert_same(reader.get("a"), fake_proposals(2))
+    assert len(reader) == 2
