@@ -88,13 +88,18 @@ def connect(ray: Any, address: str | None) -> bool:
         else:
             ray.init(include_dashboard=False, log_to_driver=False)
     except Exception as e:
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
-        raise ConfigError(
-            f"cannot start or join {where} ({type(e).__name__}: {e}). Check --ray-address "
-            "(or RAY_ADDRESS): it is what `ray start --head` printed, e.g. 10.0.0.1:6379 or "
-            "ray://host:10001; leave both unset to run on a local Ray"
-        ) from None
+        raise _address_error(address, f"{type(e).__name__}: {e}") from None
     return True
+
+
+def _address_error(address: str | None, why: str) -> ConfigError:
+    """The one message for a Ray that cannot be started or joined."""
+    where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+    return ConfigError(
+        f"cannot start or join {where} ({why}). Check --ray-address (or RAY_ADDRESS): it is "
+        "what `ray start --head` printed, e.g. 10.0.0.1:6379 or ray://host:10001; leave both "
+        "unset to run on a local Ray"
+    )
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -106,12 +111,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
-        raise ConfigError(
-            f"cannot start or join the Ray cluster at {address!r}: nothing answers there "
-            f"({e}). Check --ray-address (or RAY_ADDRESS): it is what `ray start --head` "
-            "printed, e.g. 10.0.0.1:6379 or ray://host:10001; leave both unset to run on a "
-            "local Ray"
-        ) from None
+        raise _address_error(address, f"nothing answers there: {e}") from None
 
 
 def gpus_per_worker(ray: Any, config: ExecutionConfig) -> float:

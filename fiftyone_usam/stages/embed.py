@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,9 +182,10 @@ def embed(
         "encode_workers": encode_workers,
     }
     built = make_extractor(loaded, settings)  # checked before the store is touched
+    spec, path = _destination(view, loaded, points_per_side, store, keep)
     task = EmbedTask(
-        store=str(_store_path(view, loaded, points_per_side, store, keep)),
-        spec=_spec(view, loaded, points_per_side, store, keep),
+        store=str(path),
+        spec=spec,
         extractor=settings,
         variant=loaded.variant_config,
         checkpoint=loaded.checkpoint,
@@ -197,8 +198,7 @@ def embed(
     )
     if on_ray:  # refused before anything is written when SAM cannot travel
         task = task.remote()
-        block = _block_size(batch_size, shard_size)
-        execution = ExecutionConfig("ray", workers, gpus_per_worker, ray_address, block)
+        execution = replace(execution, block_size=_block_size(batch_size, shard_size))
     target = EmbeddingStore.create(task.store, task.spec)
     write_sam_record(target.path, loaded)
     del loaded, built  # the driver's copies on Ray (the workers load their own)
@@ -235,23 +235,17 @@ def _items(todo: list[tuple[str, str]], changed: set[str]) -> list[dict[str, Any
     ]
 
 
-def _spec(
+def _destination(
     view: fo.DatasetView, loaded: LoadedSam, points: int, store: str | Path | None, keep: bool
-) -> StoreSpec:
-    """The spec of this SAM's embeddings, keeping the recorded name and hash of the store
-    there when its weights are these (see `spec_for`)."""
+) -> tuple[StoreSpec, Path]:
+    """The spec of this SAM's embeddings (keeping the recorded name and hash of the store
+    there when its weights are these, see `spec_for`) and the store they go to."""
     fresh = spec_for(loaded, points).with_masks(keep)
     like = spec_at(store if store is not None else default_store_path(view.dataset_name, fresh))
-    return spec_for(loaded, points, like=like).with_masks(keep)
-
-
-def _store_path(
-    view: fo.DatasetView, loaded: LoadedSam, points: int, store: str | Path | None, keep: bool
-) -> Path:
-    spec = _spec(view, loaded, points, store, keep)
+    spec = spec_for(loaded, points, like=like).with_masks(keep)
     path = locate_store(view, spec, store, default=True, masks=keep)
     assert path is not None  # with default=True and a StoreSpec, always a path
-    return path
+    return spec, path
 
 
 def _run(
