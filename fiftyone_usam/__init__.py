@@ -39,6 +39,11 @@ _EXPORTS = {
     "HeadConfig": "fiftyone_usam.head.model",
     "Head": "fiftyone_usam.head.classifier",
     "load_head": "fiftyone_usam.head.checkpoint",
+    "adapt": "fiftyone_usam.stages.adapt",
+    "AdaptReport": "fiftyone_usam.stages.adapt",
+    "adapt_head": "fiftyone_usam.head.adapt",
+    "AdaptConfig": "fiftyone_usam.head.adapt_config",
+    "measure_target": "fiftyone_usam.head.adapt",
     "predict": "fiftyone_usam.stages.predict",
     "PredictReport": "fiftyone_usam.stages.predict",
     "load_model": "fiftyone_usam.fiftyone_io.model",
@@ -86,6 +91,9 @@ if TYPE_CHECKING:
     from fiftyone_usam.fiftyone_io.datasets import find_store as find_store
     from fiftyone_usam.fiftyone_io.model import load_model as load_model
     from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology as stored_ontology
+    from fiftyone_usam.head.adapt import adapt_head as adapt_head
+    from fiftyone_usam.head.adapt import measure_target as measure_target
+    from fiftyone_usam.head.adapt_config import AdaptConfig as AdaptConfig
     from fiftyone_usam.head.checkpoint import load_head as load_head
     from fiftyone_usam.head.classifier import Head as Head
     from fiftyone_usam.head.config import TrainConfig as TrainConfig
@@ -99,6 +107,8 @@ if TYPE_CHECKING:
     from fiftyone_usam.inference.predictor import USAMPredictor as USAMPredictor
     from fiftyone_usam.ontology import Ontology as Ontology
     from fiftyone_usam.ontology import load_ontology as load_ontology
+    from fiftyone_usam.stages.adapt import AdaptReport as AdaptReport
+    from fiftyone_usam.stages.adapt import adapt as adapt
     from fiftyone_usam.stages.baseline import BaselineReport as BaselineReport
     from fiftyone_usam.stages.baseline import baseline as baseline
     from fiftyone_usam.stages.benchmarks import import_coco as import_coco

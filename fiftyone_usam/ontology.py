@@ -27,6 +27,13 @@ from fiftyone_usam.config import config_from_dict, config_to_dict
 from fiftyone_usam.errors import ConfigError
 
 BACKGROUND = "background"  # the name of label id 0, in every mask_targets we write
+
+
+def label_name(label: int, classes: Sequence[str]) -> str:
+    """The class name of label id ``label`` (0: background, ``i``: ``classes[i - 1]``)."""
+    return BACKGROUND if label == 0 else classes[label - 1]
+
+
 DEFAULT_PROMPT = "a photo of a {}"
 
 

@@ -5,6 +5,7 @@ imported here: the forms use torch-free library modules (enumerations, ``head.js
 ``spec.json`` readers, the store locator), and each stage is imported inside ``execute``.
 """
 
+from .adapt import AdaptOperator
 from .crawl import CrawlOperator
 from .embed import EmbedOperator
 from .evaluate import EvaluateOperator
@@ -20,6 +21,7 @@ def register(p):
     p.register(CrawlOperator)
     p.register(EmbedOperator)
     p.register(TrainOperator)
+    p.register(AdaptOperator)
     p.register(PredictOperator)
     p.register(EvaluateOperator)
     p.register(RunOperator)

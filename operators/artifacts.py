@@ -11,7 +11,7 @@ from fiftyone_usam.config import config_from_dict
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec, spec_at
 from fiftyone_usam.errors import USAMError
 from fiftyone_usam.fiftyone_io.datasets import default_head_path, locate_store, recorded_heads
-from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS, read_metadata
+from fiftyone_usam.head.layout import compatibility_fields, read_metadata
 from fiftyone_usam.ontology import load_ontology
 
 from .validation import classes_error, library_error
@@ -131,4 +131,4 @@ def new_store_error(value, variant, points_per_side):
 def compatibility_differences(trained, found):
     """How a store's spec differs from a head's training spec where it matters (the check of
     `Head.check_compatible`), as ``"<field>: head X, store Y"`` lines."""
-    return trained.differences(found, COMPATIBILITY_FIELDS, ("head", "store"))
+    return trained.differences(found, compatibility_fields(trained, found), ("head", "store"))

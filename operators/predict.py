@@ -8,6 +8,7 @@ import fiftyone.operators.types as types
 from fiftyone_usam.embeddings.store import EmbeddingStore, spec_at
 from fiftyone_usam.errors import USAMError
 from fiftyone_usam.fiftyone_io.datasets import locate_store
+from fiftyone_usam.fiftyone_io.prompts import prompt_fields, prompt_kind
 from fiftyone_usam.inference.predictor import DEFAULT_NMS_IOU, GRANULARITIES
 
 from .artifacts import (
@@ -63,6 +64,7 @@ class PredictOperator(foo.Operator):
             label="Output field prefix",
             description="Writes <prefix>_semantic, <prefix>_instances, <prefix>_uncertainty.",
         )
+        _prompt_inputs(ctx, inputs)
         inputs.float(
             "threshold",
             min=0.0,
@@ -140,11 +142,15 @@ class PredictOperator(foo.Operator):
             mask_dir=params.get("mask_dir") or None,
             device=params.get("device") or None,
             **engine_kwargs(params),
+            prompt_field=params.get("prompt_field") or None,
+            keep_prompt_labels=bool(params.get("keep_prompt_labels")),
             progress=progress_callback(ctx, "images"),
         )
         ctx.ops.reload_dataset()
         return {
             "summary": report.summary(),
+            "skipped": report.skipped,
+            "agreement": None if report.agreement is None else report.agreement.as_dict(),
             "fields": report.fields,
             "labelled": report.labelled,
             "already_done": report.already_done,
@@ -156,6 +162,31 @@ class PredictOperator(foo.Operator):
         outputs = types.Object()
         outputs.str("summary", label="Result")
         return types.Property(outputs)
+
+
+def _prompt_inputs(ctx, inputs):
+    """The prompt field (the dataset's boxes or keypoints) and whether to keep their labels."""
+    fields = prompt_fields(ctx.dataset)
+    if not fields:
+        return
+    prompt = inputs.enum(
+        "prompt_field",
+        fields,
+        label="Prompt field (optional)",
+        description="Label your own boxes (Detections) or clicks (Keypoints): each becomes one "
+        "instance named by the head. Default: SAM's point grid.",
+    )
+    if not ctx.params.get("prompt_field"):
+        return
+    inputs.bool(
+        "keep_prompt_labels",
+        default=False,
+        label="Keep the prompts' labels",
+        description="Write each prompt's own label (SAM gives the mask); the head's opinion "
+        "becomes the head_label attribute. Disagreements are tagged usam:disagree either way.",
+    )
+    if ctx.params.get("granularity") == "all":
+        invalidate(prompt, "granularity 'all' makes three masks per prompt: choose another")
 
 
 def _check_head(ctx, inputs, props):
@@ -181,6 +212,10 @@ def _check_head(ctx, inputs, props):
             "settings goes on where it stopped; other settings need Overwrite."
         )
         show(inputs, "existing_fields", message, label="Output fields exist")
+    if spec is not None and params.get("prompt_field"):  # the store of those prompts
+        spec = spec.with_prompts(
+            prompt_kind(ctx.dataset, params["prompt_field"]), params["prompt_field"]
+        )
     level, message = _embeddings_source(ctx.dataset, spec, params.get("store"))
     if level == "error":
         invalidate(props["store"], message)

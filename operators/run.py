@@ -103,6 +103,13 @@ class RunOperator(foo.Operator):
             "half the space); full: keep SAM's masks too. This dataset's store keeps its masks.",
         )
         inputs.int("epochs", min=1, label="Training epochs (optional)")
+        inputs.bool(
+            "adapt",
+            default=False,
+            label="Adapt the head to this dataset",
+            description="Self-train the head on these images (no labels) before labelling "
+            "them; one more SAM pass for a mirrored view.",
+        )
         inputs.str("workdir", label="Work directory (optional)")
         inputs.str("device", label="Device (optional)", description="cpu, cuda or cuda:N.")
         engine = engine_inputs(inputs, params, work="generation and SAM run")
@@ -136,6 +143,7 @@ class RunOperator(foo.Operator):
             points_per_side=int_param(params, "points_per_side", 10),
             training_masks=params.get("training_masks") or "none",
             threshold=params.get("threshold"),
+            adapt=bool(params.get("adapt")),
             superclasses=bool(params.get("superclasses")),
             overwrite=bool(params.get("overwrite")),
             device=params.get("device") or None,

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from fiftyone_usam.cli.adapt import adapt_command
 from fiftyone_usam.cli.baselines import baseline_command
 from fiftyone_usam.cli.benchmarks import import_coco_command, import_voc_command
 from fiftyone_usam.cli.crawl import crawl_command
@@ -47,6 +48,7 @@ def main(verbose: int) -> None:
       generate | crawl   training images of each class (Stable Diffusion | the web)
       embed              SAM mask embeddings of a dataset into a store
       train              the semantic head, from the training images' labels
+      adapt              the head adapted to your images, without labels
       predict            semantic and instance masks of your classes on any dataset
       baseline           SAM+CLIP or Otsu labels, the paper's baselines, to compare with
       import-voc | import-coco   benchmark datasets with ground truth (PASCAL VOC | COCO)
@@ -66,6 +68,7 @@ for command in (
     crawl_command,
     embed_command,
     train_command,
+    adapt_command,
     predict_command,
     baseline_command,
     import_voc_command,

@@ -51,6 +51,15 @@ max_pixels_option = click.option(
 )
 
 
+prompt_field_option = click.option(
+    "--prompt-field",
+    default=None,
+    help="Prompt SAM with this label field instead of the point grid: the boxes of a "
+    "Detections field (one mask each) or the points of a Keypoints field (one prompt per "
+    "label). A head trained on the grid names these masks (same SAM).",
+)
+
+
 def engine_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """``--engine``, ``--workers``, ``--gpus-per-worker``, ``--ray-address``: where the
     per-sample work runs (the same names as the Python API's parameters)."""

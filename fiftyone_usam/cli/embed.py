@@ -11,6 +11,7 @@ from fiftyone_usam.cli.common import (
     echo_problems,
     engine_options,
     max_pixels_option,
+    prompt_field_option,
     shard_size_option,
     view_tag_option,
 )
@@ -47,6 +48,13 @@ from fiftyone_usam.embeddings.fast_attention import ENCODER_ATTENTIONS
     default=10,
     show_default=True,
     help="Point-prompt grid size; d = points_per_side^2 masks per image.",
+)
+@prompt_field_option
+@click.option(
+    "--view",
+    default=None,
+    help="Embed an augmented view of each image instead: hflip or scale:S (e.g. scale:0.75), "
+    "its grid rows in the original's order, embeddings only: for `usam adapt --view`.",
 )
 @device_option
 @click.option(
@@ -119,6 +127,8 @@ def embed_command(
     checkpoint: Path | None,
     store: Path,
     points_per_side: int,
+    prompt_field: str | None,
+    view: str | None,
     device: str | None,
     batch_size: int,
     precision: str,
@@ -140,7 +150,9 @@ def embed_command(
     For each image, SAM's encoder runs once and a grid of point prompts goes through the mask
     decoder; per point the store keeps its 3 masks, predicted IoUs, stability scores and the
     1024-d mask-token embedding (with --masks none only the IoUs and the embedding, all that
-    training reads). Re-running skips the samples already stored.
+    training reads). Re-running skips the samples already stored. With --prompt-field, the
+    field's boxes or points prompt SAM instead, one row per label (named by its id); a sample
+    whose prompts changed is embedded again.
     """
     from fiftyone_usam.stages.embed import embed
 
@@ -151,6 +163,8 @@ def embed_command(
         checkpoint=checkpoint,
         view_tag=view_tag,
         points_per_side=points_per_side,
+        prompt_field=prompt_field,
+        view=view,
         device=device,
         batch_size=batch_size,
         precision=precision,  # type: ignore[arg-type]
@@ -170,3 +184,4 @@ def embed_command(
     )
     click.echo(report.summary())
     echo_problems("sample(s) could not be embedded", report.failed)
+    echo_problems("sample(s) skipped, with no usable prompt", report.skipped)

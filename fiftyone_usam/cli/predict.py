@@ -16,6 +16,7 @@ from fiftyone_usam.cli.common import (
     max_pixels_option,
     nms_iou_option,
     overwrite_option,
+    prompt_field_option,
     shard_size_option,
     view_tag_option,
 )
@@ -36,6 +37,13 @@ from fiftyone_usam.cli.common import (
     help="Prefix of the output fields FIELD_semantic, FIELD_instances, FIELD_uncertainty.",
 )
 @view_tag_option
+@prompt_field_option
+@click.option(
+    "--keep-prompt-labels",
+    is_flag=True,
+    help="With --prompt-field: write each prompt's own label (SAM gives the mask); the head's "
+    "label and confidence become the head_label / head_confidence attributes.",
+)
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
@@ -96,6 +104,8 @@ def predict_command(
     head: Path,
     field: str,
     view_tag: str | None,
+    prompt_field: str | None,
+    keep_prompt_labels: bool,
     threshold: float | None,
     nms_iou: float,
     granularity: str,
@@ -121,7 +131,10 @@ def predict_command(
     """Label a dataset's images with a trained head: semantic masks, instances, uncertainty.
 
     Existing output fields are never replaced without --overwrite; a re-run with the same head
-    and settings labels only the samples not labelled yet.
+    and settings labels only the samples not labelled yet. With --prompt-field, the field's
+    boxes (or keypoints) prompt SAM and each prompt becomes one named instance; where prompts
+    carry labels, the head's agreement is reported and disagreeing samples are tagged
+    usam:disagree.
     """
     from fiftyone_usam.stages.predict import predict
 
@@ -133,6 +146,8 @@ def predict_command(
         sam=sam,
         checkpoint=checkpoint,
         view_tag=view_tag,
+        prompt_field=prompt_field,
+        keep_prompt_labels=keep_prompt_labels,
         threshold=threshold,
         nms_iou=nms_iou,
         granularity=granularity,  # type: ignore[arg-type]
@@ -155,4 +170,5 @@ def predict_command(
     )
     click.echo(report.summary())
     echo_problems("sample(s) could not be labelled", report.failed)
+    echo_problems("sample(s) skipped, with no usable prompt", report.skipped)
     click.echo(f"Review them in the App: fiftyone app launch {dataset}")

@@ -87,13 +87,26 @@ from fiftyone_usam.sources.engines import ENGINES
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Default: the head's.")
+@click.option(
+    "--adapt",
+    is_flag=True,
+    help="Adapt the head to the dataset's images (no labels, `usam adapt`) between train and "
+    "predict, and label with the adapted head.",
+)
+@click.option(
+    "--adapt-view",
+    default="hflip",
+    show_default=True,
+    help="The augmented view of --adapt (hflip, scale:S, or none).",
+)
 @view_tag_option
 @click.option("--overwrite", is_flag=True, help="Replace prediction fields this run did not write.")
 @device_option
 @label_batch_size_option
 @engine_options
 def run_command(**options: object) -> None:
-    """From class names to a labelled dataset: generate|crawl, embed, train, predict, evaluate.
+    """From class names to a labelled dataset: generate|crawl, embed, train, [adapt,] predict,
+    evaluate.
 
     Every stage is skipped when its result is already complete and fits the options, so a
     re-run after a crash, or after changing only the class list, does only what changed.
@@ -101,6 +114,8 @@ def run_command(**options: object) -> None:
     from fiftyone_usam.stages.pipeline import run
 
     classes = options.pop("classes")
+    if str(options.get("adapt_view")).lower() == "none":
+        options["adapt_view"] = None
     report = run(classes, progress=True, **options)  # type: ignore[arg-type]
     click.echo(report.summary())
 

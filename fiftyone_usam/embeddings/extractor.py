@@ -1,9 +1,10 @@
-"""`MaskEmbeddingExtractor`: images -> per-point masks, IoU predictions and mask-token embeddings.
+"""`MaskEmbeddingExtractor`: images -> per-prompt masks, IoU predictions and mask-token embeddings.
 
-The image encoder runs once per image (batched across images); all ``d`` grid points of an image
-then go through the mask decoder in one batched call. SAM does not return the decoder's output
-mask tokens, so a forward hook on the decoder's two-way transformer reads them as they pass; the
-masks and IoUs are exactly what ``SamPredictor.predict_torch(..., multimask_output=True)`` gives.
+The image encoder runs once per image (batched across images); all ``d`` prompts of an image (the
+grid's points, or a label field's boxes or points) then go through the mask decoder in one
+batched call (`embeddings.decoder`). SAM does not return the decoder's output mask tokens, so a
+forward hook reads them as they pass; the masks and IoUs are exactly what
+``SamPredictor.predict_torch`` gives for the same prompts.
 
 After the decoder, the masks are upsampled, scored and run-length encoded on the model's device
 (`mask_runs`): only their runs reach the host, where a small thread pool turns them into COCO
@@ -24,14 +25,15 @@ import numpy as np
 
 from fiftyone_usam.devices import Precision, resolve_dtype
 from fiftyone_usam.embeddings import sam_backend
+from fiftyone_usam.embeddings.decoder import prompt_batches, run_decoder
 from fiftyone_usam.embeddings.fast_attention import (
     EncoderAttention,
     resolve_attention,
     sdpa_attention,
 )
 from fiftyone_usam.embeddings.mask_runs import MaskRuns, host_counts, mask_runs, scaled_counts
-from fiftyone_usam.embeddings.prompts import grid_points_for_image
-from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
+from fiftyone_usam.embeddings.prompts import PromptSet
+from fiftyone_usam.embeddings.proposals import MaskProposals
 from fiftyone_usam.embeddings.sam_backend import LoadedSam
 from fiftyone_usam.embeddings.store import StoreSpec
 
@@ -49,7 +51,9 @@ MASK_ENCODINGS: tuple[str, ...] = ("device", "host")
 _MaskPart = list[bytes] | MaskRuns
 # runs an image's host part: a thread pool's submit, or at once
 _RunHost = Callable[[Callable[[], MaskProposals]], Future[MaskProposals]]
-SubmitBatch = Callable[[Sequence[np.ndarray]], list[Future[MaskProposals]]]
+# ``submit(images, prompts=None)`` of `MaskEmbeddingExtractor.pipelined`
+SubmitBatch = Callable[..., list[Future[MaskProposals]]]
+Prompts = Sequence[PromptSet | None] | None  # per image: a field's prompts, or None: the grid
 
 
 def spec_for(sam: LoadedSam, points_per_side: int, like: StoreSpec | None = None) -> StoreSpec:
@@ -158,29 +162,34 @@ class MaskEmbeddingExtractor:
         """``d``, prompts per image."""
         return self.points_per_side**2
 
-    def extract(self, images: Sequence[np.ndarray]) -> list[MaskProposals]:
+    def extract(self, images: Sequence[np.ndarray], prompts: Prompts = None) -> list[MaskProposals]:
         """Extracts mask proposals for each image.
 
         Args:
             images: `(H, W, 3)` uint8 RGB arrays, any sizes.
+            prompts: per image, a label field's prompts (`PromptSet`: boxes or points, in
+                relative coordinates) or None for the point grid; None: the grid for all.
 
         Returns:
-            One `MaskProposals` per image, in order.
+            One `MaskProposals` per image, in order: for a prompt set, one row per prompt (in
+            its order, with its id), ``m`` masks each (a box: SAM's single mask, equal to
+            ``SamPredictor.predict_torch(boxes=..., multimask_output=False)``; points: its
+            three).
         """
         with self.pipelined() as submit:
-            return [future.result() for future in submit(images)]
+            return [future.result() for future in submit(images, prompts)]
 
     @contextlib.contextmanager
     def pipelined(self) -> Iterator[SubmitBatch]:
         """`extract` batch by batch, a batch's host work overlapping the next one's device work.
 
-        Within the block, ``submit(images)`` runs the device's part of `extract` at once (and
-        raises its errors) and returns one future per image, in order, for the host's part (RLE
-        strings from the runs, the proposals), done by ``encode_workers`` threads while the
-        caller goes on, e.g. submits the next batch; a future's error is its image's (with
-        ``encode_workers=0`` that part runs, and raises, in ``submit``). Take a batch's results
-        before submitting the one after next (pending futures hold their masks' runs). Leaving
-        the block drops the host work not yet started.
+        Within the block, ``submit(images, prompts=None)`` runs the device's part of `extract`
+        at once (and raises its errors) and returns one future per image, in order, for the
+        host's part (RLE strings from the runs, the proposals), done by ``encode_workers``
+        threads while the caller goes on, e.g. submits the next batch; a future's error is its
+        image's (with ``encode_workers=0`` that part runs, and raises, in ``submit``). Take a
+        batch's results before submitting the one after next (pending futures hold their
+        masks' runs). Leaving the block drops the host work not yet started.
         """
         # an executor starts its threads on its first submit: none start for encode_workers=0
         pool = ThreadPoolExecutor(max(1, self.encode_workers), thread_name_prefix="usam-rle")
@@ -189,16 +198,24 @@ class MaskEmbeddingExtractor:
         finally:
             pool.shutdown(cancel_futures=True)
 
-    def _submit(self, run: _RunHost, images: Sequence[np.ndarray]) -> list[Future[MaskProposals]]:
+    def _submit(
+        self, run: _RunHost, images: Sequence[np.ndarray], prompts: Prompts = None
+    ) -> list[Future[MaskProposals]]:
         """The device's part of `extract` now; each image's host part handed to ``run``."""
         for image in images:
             _check_image(image)
+        per_image = list(prompts) if prompts is not None else [None] * len(images)
+        if len(per_image) != len(images):
+            raise ValueError(f"{len(per_image)} prompt sets for {len(images)} images")
         futures: list[Future[MaskProposals]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             features = self.encode(chunk)
             for i, image in enumerate(chunk):
-                futures.append(run(self._decode_to_host(features[i : i + 1], image.shape[:2])))
+                decoded = self._decode_to_host(
+                    features[i : i + 1], image.shape[:2], per_image[start + i]
+                )
+                futures.append(run(decoded))
         return futures
 
     def encode(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -214,34 +231,42 @@ class MaskEmbeddingExtractor:
             chw = [self.model.preprocess(t.permute(2, 0, 1).contiguous()[None]) for t in hwc]
             return self.model.image_encoder(torch.cat(chw)).float()
 
-    def decode(self, features: torch.Tensor, image_size: tuple[int, int]) -> MaskProposals:
-        """Decodes all grid points of one image, ``points_per_batch`` per mask-decoder call.
+    def decode(
+        self,
+        features: torch.Tensor,
+        image_size: tuple[int, int],
+        prompts: PromptSet | None = None,
+    ) -> MaskProposals:
+        """Decodes all prompts of one image, ``points_per_batch`` per mask-decoder call.
 
         Args:
             features: `(1, 256, h, w)` image embedding from `encode`.
             image_size: `(H, W)` of the original image.
+            prompts: a label field's prompts; None: the grid.
         """
-        return self._decode_to_host(features, image_size)()
+        return self._decode_to_host(features, image_size, prompts)()
 
     def _decode_to_host(
-        self, features: torch.Tensor, image_size: tuple[int, int]
+        self, features: torch.Tensor, image_size: tuple[int, int], prompts: PromptSet | None
     ) -> Callable[[], MaskProposals]:
         """The device's part of `decode`; the host's part (runs into RLE strings) is left in
         the function it returns."""
         import torch
 
         h, w = int(image_size[0]), int(image_size[1])
-        points = grid_points_for_image(self.points_per_side, h, w)
-        coords = sam_backend.transform_coords(points, (h, w), self.sam.image_size)
-        coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[:, None, :]
+        anchors, batches = prompt_batches(
+            prompts, self.points_per_side, (h, w), self.sam.image_size, self.points_per_batch
+        )
+        multimask = prompts is None or prompts.masks_per_prompt > 1
         parts: list[_MaskPart] = []
         ious, token_parts, stabilities = [], [], []
-        for start in range(0, len(points), self.points_per_batch):
-            # each chunk's masks are encoded before the next is decoded: memory stays that of
-            # one chunk whatever the grid
-            low_res, iou, tokens = self._decode_points(
-                features, coords_t[start : start + self.points_per_batch]
-            )
+        for batch in batches:
+            # each batch's masks are encoded before the next is decoded: memory stays that of
+            # one batch whatever the number of prompts
+            with torch.inference_mode(), self._autocast():
+                low_res, iou, tokens = run_decoder(
+                    self.model, features.to(self.device), batch, multimask
+                )
             if self.masks == "none":
                 chunk_stability = np.full(tuple(iou.shape), np.nan, np.float32)
             else:
@@ -252,40 +277,15 @@ class MaskEmbeddingExtractor:
             stabilities.append(chunk_stability)
             del low_res
         proposals = MaskProposals(
-            embeddings=torch.cat(token_parts).reshape(len(points), EMBEDDING_DIM).numpy(),
+            embeddings=torch.cat(token_parts).reshape(len(anchors), EMBEDDING_DIM).numpy(),
             iou_predictions=torch.cat(ious).numpy(),
             stability_scores=np.concatenate(stabilities),
-            points=points.astype(np.float32),
+            points=anchors,
             image_size=(h, w),
             mask_rles=(),
+            prompt_ids=() if prompts is None else prompts.ids,
         )
         return partial(_with_masks, proposals, parts)
-
-    def _decode_points(
-        self, features: torch.Tensor, coords: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One mask-decoder call for `(n, 1, 2)` prompt points.
-
-        Returns:
-            `(n, 3, h', w')` low-resolution logits, `(n, 3)` IoU predictions and `(n, 4, 256)`
-            output mask tokens.
-        """
-        import torch
-
-        labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
-        with torch.inference_mode(), self._autocast():
-            sparse, dense = self.model.prompt_encoder(
-                points=(coords, labels), boxes=None, masks=None
-            )
-            with self._capture_mask_tokens() as captured:
-                low_res, iou = self.model.mask_decoder(
-                    image_embeddings=features.to(self.device),
-                    image_pe=self.model.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=True,
-                )
-        return low_res, iou, captured["tokens"]
 
     def _full_resolution_masks(
         self, low_res: torch.Tensor, image_size: tuple[int, int]
@@ -298,7 +298,7 @@ class MaskEmbeddingExtractor:
         if h * w > self.max_mask_pixels:
             return self._scaled_masks(low_res, image_size)
         input_size = sam_backend.resized_shape(h, w, self.sam.image_size)
-        per_point = MASKS_PER_POINT * h * w * 4
+        per_point = low_res.shape[1] * h * w * 4
         step = max(1, self.max_mask_bytes // per_point)
         threshold = self.model.mask_threshold
         parts: list[_MaskPart] = []
@@ -339,22 +339,6 @@ class MaskEmbeddingExtractor:
                 )
                 rles.extend(scaled_counts((logits[0] > threshold).cpu().numpy(), (h, w)))
         return [rles], torch.cat(stability).float().numpy()
-
-    @contextlib.contextmanager
-    def _capture_mask_tokens(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Reads the decoder's output mask tokens, `(d, 4, 256)`, from its transformer's output."""
-        decoder = self.model.mask_decoder
-        captured: dict[str, torch.Tensor] = {}
-
-        def hook(module: Any, inputs: Any, output: tuple[torch.Tensor, torch.Tensor]) -> None:
-            # Token order is [iou token, mask tokens..., prompt tokens] (MaskDecoder.predict_masks).
-            captured["tokens"] = output[0][:, 1 : 1 + decoder.num_mask_tokens, :]
-
-        handle = decoder.transformer.register_forward_hook(hook)
-        try:
-            yield captured
-        finally:
-            handle.remove()
 
     def _attention(self) -> contextlib.AbstractContextManager[Any]:
         if self.encoder_attention == "sdpa":

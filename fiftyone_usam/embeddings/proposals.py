@@ -1,4 +1,5 @@
-"""`MaskProposals`: what SAM says about one image for a grid of point prompts.
+"""`MaskProposals`: what SAM says about one image for its prompts (the point grid, or a label
+field's boxes or points).
 
 Masks are kept as COCO compressed RLE (pycocotools), which rebuilds the full-resolution masks
 exactly without SAM and costs a few hundred bytes per mask instead of H*W.
@@ -19,18 +20,24 @@ MASKS_PER_POINT = 3  # SAM's multimask output: roughly whole, part, sub-part
 
 @dataclass(frozen=True, eq=False)
 class MaskProposals:
-    """SAM's outputs for one image and a grid of ``d`` point prompts.
+    """SAM's outputs for one image and its ``d`` prompts, ``m`` masks each (3 for points,
+    SAM's multimask output; 1 for a box).
 
     Attributes:
-        embeddings: `(d, 1024)` float16; per point, the mask decoder's 4 output mask tokens
-            (4 x 256) flattened in token order.
-        iou_predictions: `(d, 3)` float32, SAM's predicted IoU of each multimask output.
-        stability_scores: `(d, 3)` float32, IoU of the mask thresholded at +-offset.
-        points: `(d, 2)` float32 (x, y) prompt coordinates in pixels of the image.
+        embeddings: `(d, 1024)` float16; per prompt, the mask decoder's 4 output mask tokens
+            (4 x 256) flattened in token order (all four, whatever ``m``).
+        iou_predictions: `(d, m)` float32, SAM's predicted IoU of each mask.
+        stability_scores: `(d, m)` float32, IoU of the mask thresholded at +-offset.
+        points: `(d, 2)` float32 (x, y) prompt coordinates in pixels of the image (a box's
+            centre, a multi-point prompt's mean point).
         image_size: `(H, W)` of the image the masks cover.
-        mask_rles: ``d * 3`` COCO compressed RLE ``counts`` (bytes), point-major: the masks of
-            point ``i`` are entries ``3*i .. 3*i+2``; empty for proposals embedded without
-            masks (``masks="none"``, enough for training), whose stability scores are NaN.
+        mask_rles: ``d * m`` COCO compressed RLE ``counts`` (bytes), prompt-major: the masks
+            of prompt ``i`` are entries ``m*i .. m*i+m-1``; empty for proposals embedded
+            without masks (``masks="none"``, enough for training), whose stability scores are
+            NaN.
+        prompt_ids: for prompts from a label field, the ``d`` label ids; empty for the grid.
+        prompt_fingerprint: for those, the fingerprint of the prompts embedded
+            (`PromptSet.fingerprint`, as the store recorded it); empty otherwise.
     """
 
     embeddings: np.ndarray
@@ -39,13 +46,21 @@ class MaskProposals:
     points: np.ndarray
     image_size: tuple[int, int]
     mask_rles: tuple[bytes, ...]
+    prompt_ids: tuple[str, ...] = ()
+    prompt_fingerprint: str = ""
 
     def __post_init__(self) -> None:
-        d = self.embeddings.shape[0]
-        assert self.iou_predictions.shape == (d, MASKS_PER_POINT)
-        assert self.stability_scores.shape == (d, MASKS_PER_POINT)
+        d, m = self.embeddings.shape[0], self.masks_per_point
+        assert self.iou_predictions.shape == (d, m) and m in (1, MASKS_PER_POINT)
+        assert self.stability_scores.shape == (d, m)
         assert self.points.shape == (d, 2)
-        assert len(self.mask_rles) in (0, d * MASKS_PER_POINT)
+        assert len(self.mask_rles) in (0, d * m)
+        assert len(self.prompt_ids) in (0, d)
+
+    @property
+    def masks_per_point(self) -> int:
+        """``m``, SAM's masks per prompt (3 for points, 1 for a box)."""
+        return int(self.iou_predictions.shape[1])
 
     @property
     def has_masks(self) -> bool:
@@ -58,7 +73,7 @@ class MaskProposals:
         return int(self.embeddings.shape[0])
 
     def rle(self, index: int) -> dict[str, object]:
-        """The pycocotools RLE dict of mask ``index`` (point-major, see ``mask_rles``)."""
+        """The pycocotools RLE dict of mask ``index`` (prompt-major, see ``mask_rles``)."""
         self.require_masks()
         return {"size": list(self.image_size), "counts": self.mask_rles[index]}
 
@@ -66,23 +81,23 @@ class MaskProposals:
         """Rebuilds full-resolution masks.
 
         Args:
-            indices: flat mask indices (point-major); all ``d * 3`` when None.
+            indices: flat mask indices (prompt-major); all ``d * m`` when None.
 
         Returns:
-            `(d, 3, H, W)` bool when ``indices`` is None, else `(n, H, W)` bool.
+            `(d, m, H, W)` bool when ``indices`` is None, else `(n, H, W)` bool.
         """
         self.require_masks()
         flat = range(len(self.mask_rles)) if indices is None else [int(i) for i in indices]
         masks = decode_rles([self.rle(i) for i in flat], self.image_size)
         if indices is None:
-            return masks.reshape(self.num_points, MASKS_PER_POINT, *self.image_size)
+            return masks.reshape(self.num_points, self.masks_per_point, *self.image_size)
         return masks
 
     def mask_areas(self) -> np.ndarray:
-        """`(d, 3)` int64 pixel count of every mask, computed from the RLE."""
+        """`(d, m)` int64 pixel count of every mask, computed from the RLE."""
         self.require_masks()
         areas = rle_areas([self.rle(i) for i in range(len(self.mask_rles))])
-        return areas.reshape(self.num_points, MASKS_PER_POINT)
+        return areas.reshape(self.num_points, self.masks_per_point)
 
     def require_masks(self) -> None:
         """Refuses proposals that hold no masks.

@@ -5,6 +5,11 @@ Arrays: ``embeddings`` `(n, d, 1024)`, ``iou_predictions`` and ``stability_score
 (``rle_bytes``) with ``rle_offsets``; a shard of proposals without masks (``masks="none"``) has
 neither, and NaN stability scores. Header: the sample ids, the format version, a SHA-256 of
 every array, and each image file's ``(size, mtime_ns)``.
+
+Proposals of a label field's prompts (a number of prompts that differs per image, ``m`` masks
+each) are stored ragged: the rows' arrays concatenated (``embeddings`` `(sum d, 1024)`, ...),
+``prompt_offsets`` `(n + 1,)` where row ``r`` is ``[offsets[r], offsets[r + 1])``, and in the
+header each row's prompt ids and each sample's prompt fingerprint (`PromptSet.fingerprint`).
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ FileIdentity = tuple[int, int]  # (size in bytes, modification time in ns)
 
 @dataclass(frozen=True)
 class ShardHeader:
-    """What a shard's header says: its sample ids (row order) and their image files."""
+    """What a shard's header says: its sample ids (row order), their image files and, for a
+    label field's prompts, each sample's prompt fingerprint."""
 
     sample_ids: tuple[str, ...]
     files: dict[str, FileIdentity]
+    prompts: dict[str, str]
 
 
 def write_shard(
@@ -45,20 +52,28 @@ def write_shard(
     sample_ids: Sequence[str],
     embedding_dtype: str,
     files: Mapping[str, FileIdentity],
+    prompts: Mapping[str, str] | None = None,
 ) -> None:
     """Writes a shard atomically (fsynced): arrays, ids, checksums and file identities.
 
     ``items`` all hold masks, or none does (then no mask arrays are written).
+
+    Args:
+        prompts: for proposals of a label field's prompts (which are stored ragged), sample id
+            -> the fingerprint of its prompts; None for the grid.
     """
     from safetensors.numpy import save_file
 
-    arrays = _pack(items, embedding_dtype)
+    arrays = _pack(items, embedding_dtype, ragged=prompts is not None)
     metadata = {
         "sample_ids": json.dumps(list(sample_ids)),
         "format_version": str(FORMAT_VERSION),
         "sha256": json.dumps({name: _digest(a) for name, a in arrays.items()}),
         "files": json.dumps(dict(files)),
     }
+    if prompts is not None:
+        metadata["prompts"] = json.dumps({i: prompts[i] for i in sample_ids})
+        metadata["prompt_ids"] = json.dumps([list(p.prompt_ids) for p in items])
     with atomic_path(target, fsync=True) as tmp:
         save_file(arrays, str(tmp), metadata=metadata)
 
@@ -78,12 +93,13 @@ def read_header(shard: Path) -> ShardHeader:
         files = {
             k: (int(v[0]), int(v[1])) for k, v in json.loads(header.get("files", "{}")).items()
         }
+        prompts = {str(k): str(v) for k, v in json.loads(header.get("prompts", "{}")).items()}
     except Exception as e:  # a shard that is not ours, or damaged on disk
         raise StoreError(
             f"cannot read shard {shard}: {e}. Delete it; the samples it held will be "
             "embedded again by the next `usam embed`."
         ) from None
-    return ShardHeader(ids, files)
+    return ShardHeader(ids, files, prompts)
 
 
 def verify_shard(shard: Path, store: Path) -> bool:
@@ -117,14 +133,14 @@ def verify_shard(shard: Path, store: Path) -> bool:
 
 
 def read_rows(
-    shard: Path, rows: list[int], masks_per_image: int, check_masks: bool
+    shard: Path, rows: list[int], masks_per_point: int, check_masks: bool
 ) -> list[MaskProposals]:
     """Reads only the given rows, in their order (safetensors slices are memory-mapped); each
     run of consecutive rows is read with one slice per array.
 
     Args:
-        masks_per_image: RLE masks of one row; 0 for a store without masks (``masks="none"``),
-            whose rows are read as proposals without masks.
+        masks_per_point: RLE masks of one prompt; 0 for a store without masks
+            (``masks="none"``), whose rows are read as proposals without masks.
         check_masks: parse every RLE before it is used (for shards without checksums), so no
             run length can make pycocotools loop.
     """
@@ -133,6 +149,9 @@ def read_rows(
     out = []
     with safe_open(str(shard), framework="np") as f:
         slices = {name: f.get_slice(name) for name in (*ARRAYS, "image_sizes")}
+        if "prompt_offsets" in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
+            return _read_ragged(f, slices, rows, masks_per_point, check_masks, str(shard))
+        masks_per_image = slices["embeddings"].get_shape()[1] * masks_per_point
         for first, stop in _consecutive(rows):
             arrays = {name: slices[name][first:stop] for name in ARRAYS}
             sizes = slices["image_sizes"][first:stop].tolist()
@@ -143,6 +162,41 @@ def read_rows(
                         check_rle(rle, height, width, where=str(shard))
                 row = {name: array[k] for name, array in arrays.items()}
                 out.append(MaskProposals(**row, image_size=(height, width), mask_rles=rles))
+    return out
+
+
+def _read_ragged(
+    f: Any,
+    slices: dict[str, Any],
+    rows: list[int],
+    masks_per_point: int,
+    check_masks: bool,
+    where: str,
+) -> list[MaskProposals]:
+    """`read_rows` of a ragged shard (a label field's prompts), row by row."""
+    offsets = f.get_tensor("prompt_offsets")
+    header = f.metadata() or {}
+    prompt_ids = json.loads(header.get("prompt_ids", "[]"))
+    sample_ids = json.loads(header.get("sample_ids", "[]"))
+    fingerprints = json.loads(header.get("prompts", "{}"))
+    out = []
+    for row in rows:
+        first, stop = int(offsets[row]), int(offsets[row + 1])
+        height, width = slices["image_sizes"][row : row + 1].tolist()[0]
+        m = masks_per_point
+        rles = _masks(f, first * m, stop * m) if m else ()
+        for rle in rles if check_masks else ():
+            check_rle(rle, height, width, where=where)
+        arrays = {name: slices[name][first:stop] for name in ARRAYS}
+        out.append(
+            MaskProposals(
+                **arrays,
+                image_size=(height, width),
+                mask_rles=rles,
+                prompt_ids=tuple(prompt_ids[row]),
+                prompt_fingerprint=fingerprints.get(sample_ids[row], ""),
+            )
+        )
     return out
 
 
@@ -161,11 +215,16 @@ def _span_rles(f: Any, first: int, stop: int, masks_per_image: int) -> list[tupl
     """The RLE ``counts`` of rows ``[first, stop)`` of an open shard, one tuple per row."""
     if not masks_per_image:
         return [()] * (stop - first)
-    offsets = f.get_slice("rle_offsets")[first * masks_per_image : stop * masks_per_image + 1]
+    counts = _masks(f, first * masks_per_image, stop * masks_per_image)
+    return [tuple(counts[k : k + masks_per_image]) for k in range(0, len(counts), masks_per_image)]
+
+
+def _masks(f: Any, first: int, stop: int) -> tuple[bytes, ...]:
+    """The RLE ``counts`` of masks ``[first, stop)`` of an open shard (one slice of the blob)."""
+    offsets = f.get_slice("rle_offsets")[first : stop + 1]
     blob = bytes(f.get_slice("rle_bytes")[int(offsets[0]) : int(offsets[-1])])
     bounds = (offsets - offsets[0]).tolist()
-    counts = [blob[a:b] for a, b in itertools.pairwise(bounds)]
-    return [tuple(counts[k : k + masks_per_image]) for k in range(0, len(counts), masks_per_image)]
+    return tuple(blob[a:b] for a, b in itertools.pairwise(bounds))
 
 
 def read_embeddings(shard: Path) -> np.ndarray:
@@ -185,14 +244,19 @@ def file_identity(path: str | Path) -> FileIdentity | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _pack(items: Sequence[MaskProposals], embedding_dtype: str) -> dict[str, np.ndarray]:
+def _pack(
+    items: Sequence[MaskProposals], embedding_dtype: str, ragged: bool = False
+) -> dict[str, np.ndarray]:
+    join = np.concatenate if ragged else np.stack
     arrays = {
-        "embeddings": np.stack([p.embeddings for p in items]).astype(embedding_dtype),
-        "iou_predictions": np.stack([p.iou_predictions for p in items]).astype(np.float32),
-        "stability_scores": np.stack([p.stability_scores for p in items]).astype(np.float32),
-        "points": np.stack([p.points for p in items]).astype(np.float32),
+        "embeddings": join([p.embeddings for p in items]).astype(embedding_dtype),
+        "iou_predictions": join([p.iou_predictions for p in items]).astype(np.float32),
+        "stability_scores": join([p.stability_scores for p in items]).astype(np.float32),
+        "points": join([p.points for p in items]).astype(np.float32),
         "image_sizes": np.array([p.image_size for p in items], dtype=np.int64),
     }
+    if ragged:
+        arrays["prompt_offsets"] = np.cumsum([0, *(p.num_points for p in items)]).astype(np.int64)
     with_masks = {p.has_masks for p in items}
     assert len(with_masks) == 1, "a shard holds proposals all with masks or all without"
     if with_masks == {True}:

@@ -13,6 +13,8 @@ from the old image's proposals). A shard is written to a temporary file and rena
 into place, so a killed run leaves only whole shards; the next run sees which samples are done
 and does the rest. Opening a store with a spec other than the one it was built with is an error.
 A store embedded with ``masks="none"`` (embeddings only, all that training reads) has no masks.
+A store of a label field's prompts (boxes, points) also keeps each sample's prompt ids and a
+fingerprint of its prompts, so a sample whose boxes changed is embedded again (`changed_prompts`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class EmbeddingStore:
         self.spec = spec
         self._index: dict[str, tuple[Path, int]] | None = None
         self._files: dict[str, FileIdentity] = {}  # sample id -> (size, mtime_ns) embedded
+        self._prompts: dict[str, str] = {}  # sample id -> fingerprint of the prompts embedded
         self._indexed: set[Path] = set()  # the shard files the index has read
         self._verified: set[Path] = set()
 
@@ -137,7 +140,18 @@ class EmbeddingStore:
 
         Returns:
             `(N, d, 1024)` float16, in the order of ``sample_ids``.
+
+        Raises:
+            StoreError: a store of a label field's prompts (their number differs per image):
+                training reads a grid store.
         """
+        if not self.spec.on_grid:
+            raise StoreError(
+                f"the EmbeddingStore at {self.path} holds the prompts of field "
+                f"{self.spec.prompt_field!r}, a different number per image: train a head on a "
+                "grid store (`usam embed` without --prompt-field); a head trained on the grid "
+                "labels prompted masks of the same SAM"
+            )
         ids = list(sample_ids)
         out = np.empty((len(ids), self.spec.num_points, self.spec.embedding_dim), np.float16)
         by_shard: dict[Path, list[tuple[int, int]]] = {}
@@ -159,6 +173,7 @@ class EmbeddingStore:
         *,
         files: Mapping[str, str | Path] | None = None,
         replace: bool = False,
+        prompts: Mapping[str, str] | None = None,
     ) -> Path | None:
         """Writes proposals as one new shard, atomically.
 
@@ -168,6 +183,9 @@ class EmbeddingStore:
                 modification time are recorded, so `changed_files` can tell when it changed.
             replace: write ids already stored again (the new shard wins); otherwise they are
                 skipped.
+            prompts: for a store of a label field's prompts (required there), sample id -> the
+                fingerprint of the prompts embedded (`PromptSet.fingerprint`), so that
+                `changed_prompts` can tell when they changed.
 
         Returns:
             The shard written, or None when there was nothing new.
@@ -177,17 +195,26 @@ class EmbeddingStore:
             return None
         for sample_id, proposals in new.items():
             self._check(sample_id, proposals)
+        if not self.spec.on_grid and (prompts is None or not set(new) <= set(prompts)):
+            raise StoreError(
+                f"the EmbeddingStore at {self.path} holds a label field's prompts: pass the "
+                "fingerprint of every sample's prompts (prompts=)"
+            )
+        fingerprints = None if self.spec.on_grid else {i: prompts[i] for i in new}  # type: ignore[index]
         shards = self.path / "shards"
         shards.mkdir(parents=True, exist_ok=True)
         number = len(list(shards.glob("*.safetensors")))
         target = shards / f"{number:06d}-{uuid.uuid4().hex[:8]}.safetensors"
         identities = {i: file_identity(f) for i, f in (files or {}).items() if i in new}
         known = {i: v for i, v in identities.items() if v is not None}
-        write_shard(target, list(new.values()), list(new), self.spec.embedding_dtype, known)
+        write_shard(
+            target, list(new.values()), list(new), self.spec.embedding_dtype, known, fingerprints
+        )
         index = self._get_index()
         index.update({sample_id: (target, row) for row, sample_id in enumerate(new)})
         self._indexed.add(target)
         self._files.update(known)
+        self._prompts.update(fingerprints or {})
         self._verified.add(target)
         return target
 
@@ -206,6 +233,15 @@ class EmbeddingStore:
             if sample_id in self and recorded is not None and file_identity(path) != recorded:
                 changed.append(sample_id)
         return changed
+
+    def changed_prompts(self, fingerprints: Mapping[str, str]) -> list[str]:
+        """The stored samples whose prompts differ from the ones they were embedded with.
+
+        Args:
+            fingerprints: sample id -> the fingerprint of its prompts now.
+        """
+        self._get_index()
+        return [i for i, now in fingerprints.items() if i in self and self._prompts.get(i) != now]
 
     def remove_stale_temp_files(self) -> int:
         """Deletes temporary shard files left by writers that are no longer running."""
@@ -235,7 +271,7 @@ class EmbeddingStore:
 
     def _build_index(self) -> dict[str, tuple[Path, int]]:
         index: dict[str, tuple[Path, int]] = {}
-        self._files = {}
+        self._files, self._prompts = {}, {}
         self._indexed = set()
         for shard in sorted((self.path / "shards").glob("*.safetensors")):
             self._add_shard(index, shard)
@@ -250,6 +286,8 @@ class EmbeddingStore:
                 self._files[sample_id] = header.files[sample_id]
             else:
                 self._files.pop(sample_id, None)
+            if sample_id in header.prompts:
+                self._prompts[sample_id] = header.prompts[sample_id]
 
     def _locate(self, sample_id: str) -> tuple[Path, int]:
         try:
@@ -267,8 +305,8 @@ class EmbeddingStore:
 
     def _read_rows(self, shard: Path, rows: list[int]) -> list[MaskProposals]:
         legacy = not self._verify(shard)
-        per_image = self.spec.num_points * self.spec.masks_per_point * self.spec.has_masks
-        return read_rows(shard, rows, per_image, check_masks=legacy)
+        per_point = self.spec.masks_per_point * self.spec.has_masks
+        return read_rows(shard, rows, per_point, check_masks=legacy)
 
     def _verify(self, shard: Path) -> bool:
         """`verify_shard`, once per shard and store object."""
@@ -281,10 +319,17 @@ class EmbeddingStore:
 
     def _check(self, sample_id: str, proposals: MaskProposals) -> None:
         shape = (self.spec.num_points, self.spec.embedding_dim)
-        if proposals.embeddings.shape != shape:
+        if not self.spec.on_grid:  # a label field's prompts: any number, each with its id
+            shape = (max(1, proposals.num_points), self.spec.embedding_dim)
+        if (
+            proposals.embeddings.shape != shape
+            or proposals.masks_per_point != self.spec.masks_per_point
+            or len(proposals.prompt_ids) != (0 if self.spec.on_grid else shape[0])
+        ):
             raise StoreError(
-                f"sample {sample_id}: embeddings of shape {proposals.embeddings.shape} do not fit "
-                f"this store ({shape}); it was built with {self.spec.describe()}"
+                f"sample {sample_id}: proposals of shape {proposals.embeddings.shape} with "
+                f"{proposals.masks_per_point} mask(s) per prompt and {len(proposals.prompt_ids)} "
+                f"prompt id(s) do not fit this store; it was built with {self.spec.describe()}"
             )
         if proposals.has_masks != self.spec.has_masks:
             mode, kept = ("full", "keeps") if self.spec.has_masks else ("none", "holds no")

@@ -17,7 +17,7 @@ import os
 import socket
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +26,22 @@ from typing import Any
 import numpy as np
 
 from fiftyone_usam.config import config_from_dict
-from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor, SubmitBatch, spec_for
+from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor, spec_for
+from fiftyone_usam.embeddings.prompts import PromptSet
 from fiftyone_usam.embeddings.proposals import MaskProposals
 from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
 from fiftyone_usam.embeddings.sam_variants import SamVariant
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
+from fiftyone_usam.embeddings.view_proposals import in_original_frame
+from fiftyone_usam.embeddings.views import View, parse_view, view_image
 from fiftyone_usam.errors import ConfigError, ImageLoadError, StoreError
 from fiftyone_usam.execution.work import Item, Outcome, Progressed
 from fiftyone_usam.images import load_rgb
 
 # a batch in flight: its size, its readable images by sample id, their proposals to come
 _Submitted = tuple[int, list[tuple[str, np.ndarray]], list[Future[MaskProposals]]]
+# the extractor's submit of ``(sample_id, image)`` pairs, each with its item's prompts
+_Prompted = Callable[[list[tuple[str, np.ndarray]]], list[Future[MaskProposals]]]
 
 
 def make_extractor(loaded: LoadedSam, settings: dict[str, Any]) -> MaskEmbeddingExtractor:
@@ -61,6 +66,8 @@ class EmbedTask:
         shard_size: images per shard.
         read_threads: threads reading images ahead of the model.
         max_pixels: images of more pixels fail on their own.
+        view: embed each image under this view (``hflip``, ``scale:0.75``), rows put back in
+            the original's grid order (`embeddings.view_proposals`); empty: as they are.
         loaded: a SAM already loaded in this process (the local engine uses it; never sent).
         built: the extractor already built on ``loaded`` (likewise).
     """
@@ -74,6 +81,7 @@ class EmbedTask:
     shard_size: int = 16
     read_threads: int = 4
     max_pixels: int | None = None
+    view: str = ""
     loaded: LoadedSam | None = field(default=None, compare=False, repr=False)
     built: MaskEmbeddingExtractor | None = field(default=None, compare=False, repr=False)
     name: str = "embed"
@@ -102,6 +110,10 @@ class EmbedTask:
             variant = config_from_dict(SamVariant, self.variant or {}, source="SAM variant")
             loaded = load_sam(variant, self.checkpoint, device=self.device, download=False)
         spec = spec_for(loaded, self.spec.points_per_side, like=self.spec)
+        if not self.spec.on_grid:
+            spec = spec.with_prompts(self.spec.prompt_kind, str(self.spec.prompt_field))
+        if self.spec.view:
+            spec = spec.with_view(self.spec.view)
         differences = spec.with_masks(self.spec.has_masks).differences(self.spec)
         if differences:
             raise StoreError(
@@ -126,12 +138,12 @@ class EmbedWorker:
 
     def run(self, items: Sequence[Item], progress: Progressed | None = None) -> Iterator[Outcome]:
         """Embeds ``items`` (``key``: sample id, ``filepath``, ``replace``: embed again even
-        if stored) and yields each one's outcome once its shard is written; ``progress`` is
-        told after each batch. Stopped early (an exception, a closed generator), it still
+        if stored; for a label field's prompts ``prompts``, a `PromptSet.to_item`, and their
+        ``fingerprint``) and yields each one's outcome once its shard is written; ``progress``
+        is told after each batch. Stopped early (an exception, a closed generator), it still
         writes what it embedded."""
         self.store.update_index()  # shards other workers (or an earlier try) wrote since
-        stored = {i["key"]: i["filepath"] for i in items if i["key"] in self.store}
-        durable = set(stored) - set(self.store.changed_files(stored))
+        durable = _durable(self.store, items)
         todo = [i for i in items if i["key"] not in durable]
         for item in todo:
             check_visible(item)
@@ -142,6 +154,8 @@ class EmbedWorker:
             progress(len(durable))
         writer = _ShardWriter(self.store, {i["key"]: i for i in todo}, self.task.shard_size)
         writer.succeeded = self.succeeded
+        if self.task.view:
+            writer.view = (parse_view(self.task.view), self.task.spec.points_per_side)
         outcomes: deque[Outcome] = deque()
         try:
             batches = _read_ahead(
@@ -149,6 +163,7 @@ class EmbedWorker:
                 self.extractor.batch_size,
                 self.task.read_threads,
                 self.task.max_pixels,
+                writer,
             )
             for written in _embed_batches(self.extractor, batches, writer, outcomes, progress):
                 while outcomes:
@@ -159,6 +174,14 @@ class EmbedWorker:
             self.succeeded = writer.succeeded
         yield from outcomes
         yield from (Outcome(key) for key in last)
+
+
+def _durable(store: EmbeddingStore, items: Sequence[Item]) -> set[str]:
+    """The items already in the store from the same image file (and the same prompts)."""
+    stored = {i["key"]: i["filepath"] for i in items if i["key"] in store}
+    fingerprints = {i["key"]: i["fingerprint"] for i in items if "fingerprint" in i}
+    stale = set(store.changed_files(stored)) | set(store.changed_prompts(fingerprints))
+    return set(stored) - stale
 
 
 def check_writable(folder: Path) -> None:
@@ -187,13 +210,18 @@ def check_visible(item: Item) -> None:
 
 
 def _read_ahead(
-    todo: Sequence[tuple[str, str]], batch_size: int, num_workers: int, max_pixels: int | None
+    todo: Sequence[tuple[str, str]],
+    batch_size: int,
+    num_workers: int,
+    max_pixels: int | None,
+    writer: _ShardWriter,
 ) -> Iterator[list[tuple[str, np.ndarray | ImageLoadError]]]:
-    """Yields batches of ``(sample_id, image or the error reading it)``, read in threads."""
+    """Yields batches of ``(sample_id, image or the error reading it)``, read in threads (and
+    put under the writer's view, if it has one)."""
 
     def read(item: tuple[str, str]) -> tuple[str, np.ndarray | ImageLoadError]:
         try:
-            return item[0], load_rgb(item[1], max_pixels)
+            return item[0], writer.viewed(item[0], load_rgb(item[1], max_pixels))
         except ImageLoadError as e:
             return item[0], e
 
@@ -223,16 +251,22 @@ def _embed_batches(
 
     def take(submitted: _Submitted) -> list[str]:
         size, images, futures = submitted
-        written = writer.add(_results(submit, images, futures, failures, writer))
+        written = writer.add(_results(prompted, images, futures, failures, writer))
         if progress is not None:
             progress(size)
         return written
 
     with extractor.pipelined() as submit:
+
+        def prompted(images: list[tuple[str, np.ndarray]]) -> list[Future[MaskProposals]]:
+            """``submit`` of images with their prompts (None: the grid)."""
+            prompts = [writer.prompts(sample_id) for sample_id, _ in images]
+            return submit([image for _, image in images], prompts)
+
         pending: deque[_Submitted] = deque()
         for batch in batches:
             images = _keep_readable(batch, failures)
-            pending.append((len(batch), images, _submit(submit, images)))
+            pending.append((len(batch), images, _submit(prompted, images)))
             if len(pending) > 1:
                 yield take(pending.popleft())
         while pending:
@@ -251,12 +285,10 @@ def _keep_readable(
     return images
 
 
-def _submit(
-    submit: SubmitBatch, images: list[tuple[str, np.ndarray]]
-) -> list[Future[MaskProposals]]:
+def _submit(submit: _Prompted, images: list[tuple[str, np.ndarray]]) -> list[Future[MaskProposals]]:
     """``submit`` of a batch's images; an error of the device's part fails each image's future."""
     try:
-        return submit([image for _, image in images]) if images else []
+        return submit(images) if images else []
     except Exception as e:
         failed: Future[MaskProposals] = Future()
         failed.set_exception(e)
@@ -264,7 +296,7 @@ def _submit(
 
 
 def _results(
-    submit: SubmitBatch,
+    submit: _Prompted,
     images: list[tuple[str, np.ndarray]],
     futures: list[Future[MaskProposals]],
     failures: deque[Outcome],
@@ -279,7 +311,7 @@ def _results(
     out: dict[str, MaskProposals] = {}
     for (sample_id, image), future in zip(images, futures, strict=True):
         try:
-            out[sample_id] = _result(submit, image, future, alone=len(images) == 1)
+            out[sample_id] = _result(submit, (sample_id, image), future, alone=len(images) == 1)
         except Exception as e:
             if not writer.succeeded and not out:
                 raise
@@ -290,7 +322,7 @@ def _results(
 
 
 def _result(
-    submit: SubmitBatch, image: np.ndarray, future: Future[MaskProposals], alone: bool
+    submit: _Prompted, image: tuple[str, np.ndarray], future: Future[MaskProposals], alone: bool
 ) -> MaskProposals:
     """The image's proposals; if they failed within a batch of several, tried again alone."""
     try:
@@ -308,9 +340,24 @@ class _ShardWriter:
         self.store, self.items, self.shard_size = store, items, max(1, shard_size)
         self.pending: dict[str, MaskProposals] = {}
         self.succeeded = False  # some image of this worker was embedded
+        self.view: tuple[View, int] | None = None  # a view and its grid (view stores)
+        self.sizes: dict[str, tuple[int, int]] = {}  # sample id -> its original (H, W)
+
+    def viewed(self, sample_id: str, image: np.ndarray) -> np.ndarray:
+        """The image under the view (unchanged without one); its size is kept."""
+        if self.view is None:
+            return image
+        self.sizes[sample_id] = (int(image.shape[0]), int(image.shape[1]))
+        return view_image(image, self.view[0])
 
     def add(self, proposals: dict[str, MaskProposals]) -> list[str]:
         """Adds proposals; returns the ids written (in whole shards)."""
+        if self.view is not None:
+            view, points = self.view
+            proposals = {
+                i: in_original_frame(p, view, points, self.sizes.pop(i))
+                for i, p in proposals.items()
+            }
         self.pending.update(proposals)
         self.succeeded = self.succeeded or bool(proposals)
         written: list[str] = []
@@ -318,15 +365,24 @@ class _ShardWriter:
             written += self._write(list(self.pending)[: self.shard_size])
         return written
 
+    def prompts(self, sample_id: str) -> PromptSet | None:
+        """The item's prompts from a label field (None: the grid)."""
+        described = self.items[sample_id].get("prompts")
+        return None if described is None else PromptSet.from_item(described)
+
     def flush(self) -> list[str]:
         """Writes what is pending as a last (smaller) shard; returns its ids."""
         return self._write(list(self.pending)) if self.pending else []
 
     def _write(self, ids: list[str]) -> list[str]:
         items = {i: self.pending.pop(i) for i in ids}
+        fingerprints = {
+            i: self.items[i]["fingerprint"] for i in ids if "fingerprint" in self.items[i]
+        }
         self.store.write(
             items,
             files={i: self.items[i]["filepath"] for i in ids},
             replace=any(self.items[i].get("replace", False) for i in ids),
+            prompts=fingerprints or None,
         )
         return ids

@@ -71,8 +71,14 @@ def usam_dir(dataset_name: str) -> Path:
 
 def default_store_path(dataset_name: str, spec: StoreSpec) -> Path:
     """Where a dataset's store of ``spec`` goes when none is named (``...-nomasks`` for a store
-    without masks, so it never takes the place of the store labelling reads)."""
+    without masks, so it never takes the place of the store labelling reads;
+    ``...-prompts-<field>`` for the prompts of a label field, ``...-view-<view>`` for a view's
+    embeddings)."""
     name = f"embeddings-{spec.sam_variant}-p{spec.points_per_side}"
+    if not spec.on_grid:
+        name = f"embeddings-{spec.sam_variant}-prompts-{spec.prompt_field}"
+    if spec.view:
+        return usam_dir(dataset_name) / f"{name}-view-{spec.view.replace(':', '-')}"
     return usam_dir(dataset_name) / (name if spec.has_masks else f"{name}-nomasks")
 
 

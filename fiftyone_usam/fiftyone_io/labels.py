@@ -12,12 +12,14 @@ import numpy as np
 
 from fiftyone_usam.inference.postprocess import Decode, Instances, boxes_xywh
 from fiftyone_usam.masks import decode_rles
-from fiftyone_usam.ontology import BACKGROUND
+from fiftyone_usam.ontology import BACKGROUND, label_name
 
 if TYPE_CHECKING:
     import fiftyone as fo
 
 MASK_COMPRESSION = 1  # zlib level of the masks bulk writes store (FiftyOne's own uses 6)
+# the attribute of the instances' ``Detections`` naming the prompts they label (a fingerprint)
+PROMPTS_FINGERPRINT = "prompts_fingerprint"
 
 
 def mask_targets(classes: Sequence[str]) -> dict[int, str]:
@@ -42,7 +44,8 @@ def to_detections(
     """Instances as ``fo.Detections`` with masks cropped to their boxes, as FiftyOne stores them.
 
     Each detection carries ``label``, ``confidence``, a relative ``bounding_box``, a boolean
-    ``mask`` within the box, and ``entropy`` (nats) of the mask's class distribution.
+    ``mask`` within the box, ``entropy`` (nats) of the mask's class distribution, and the
+    instances' own ``attributes`` (a prompt's ``prompt_id``, ``prompt_label``, ...).
 
     Args:
         decode: ``crop`` uses the instances' crops (decoded once, inside their boxes); ``full``
@@ -61,11 +64,12 @@ def to_detections(
     for i, (x, y, w, h) in enumerate(boxes):
         detections.append(
             fo.Detection(
-                label=classes[int(instances.labels[i]) - 1],
-                confidence=float(instances.confidences[i]),
+                label=label_name(int(instances.labels[i]), classes),
+                confidence=_confidence(instances.confidences[i]),
                 bounding_box=[x / width, y / height, w / width, h / height],
                 mask=masks[i],
                 entropy=float(instances.entropies[i]),
+                **(instances.attributes[i] if instances.attributes else {}),
             )
         )
     return fo.Detections(detections=detections)
@@ -91,11 +95,13 @@ def detections_document(
     image_size: tuple[int, int],
     classes: Sequence[str],
     mask_paths: Sequence[str] | None = None,
+    prompts_fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """The document `to_detections` stores, built directly (equal to its ``to_mongo()``).
 
     Args:
         mask_paths: one PNG path per instance, stored instead of the masks.
+        prompts_fingerprint: recorded on the ``Detections`` (the prompts they label).
     """
     from bson import Binary, ObjectId
 
@@ -107,17 +113,27 @@ def detections_document(
             "_cls": "Detection",
             "attributes": {},
             "tags": [],
-            "label": classes[int(instances.labels[i]) - 1],
+            "label": label_name(int(instances.labels[i]), classes),
             "bounding_box": [x / width, y / height, w / width, h / height],
         }
         if mask_paths is None:
             detection["mask"] = Binary(_serialized(instances.crops[i]))
         else:
             detection["mask_path"] = mask_paths[i]
-        detection["confidence"] = float(instances.confidences[i])
+        detection["confidence"] = _confidence(instances.confidences[i])
         detection["entropy"] = float(instances.entropies[i])
+        if instances.attributes:
+            detection.update(instances.attributes[i])
         detections.append(detection)
-    return {"_cls": "Detections", "detections": detections}
+    document: dict[str, Any] = {"_cls": "Detections", "detections": detections}
+    if prompts_fingerprint is not None:
+        document[PROMPTS_FINGERPRINT] = prompts_fingerprint
+    return document
+
+
+def _confidence(value: float) -> float | None:
+    """A detection's confidence; None where there is none (NaN: the user's own label)."""
+    return None if np.isnan(value) else float(value)
 
 
 def _serialized(array: np.ndarray) -> bytes:

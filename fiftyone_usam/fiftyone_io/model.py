@@ -25,6 +25,7 @@ from fiftyone_usam.embeddings.sam_backend import weights_sha256
 from fiftyone_usam.embeddings.store import EmbeddingStore
 from fiftyone_usam.errors import ImageLoadError, StoreError
 from fiftyone_usam.fiftyone_io.datasets import locate_store
+from fiftyone_usam.fiftyone_io.prompts import prompt_kind, read_prompts
 from fiftyone_usam.fiftyone_io.writer import record_run, sample_labels, set_field_mask_targets
 from fiftyone_usam.head.checkpoint import resolve_head
 from fiftyone_usam.images import load_rgb
@@ -35,6 +36,7 @@ from fiftyone_usam.inference.predictor import (
     USAMPredictor,
     build_predictor,
 )
+from fiftyone_usam.inference.prompted import PromptLabels
 from fiftyone_usam.inference.sam_match import sam_for_head
 from fiftyone_usam.ontology import Ontology
 
@@ -59,6 +61,7 @@ def load_model(
     class_agnostic_nms: bool = False,
     groups: str | Path | Ontology | None = None,
     device: str | torch.device | None = None,
+    prompt_field: str | None = None,
 ) -> USAMModel:
     """A FiftyOne model of a trained head, for ``dataset.apply_model(model, "usam")``.
 
@@ -71,11 +74,16 @@ def load_model(
         threshold, nms_iou, granularity, class_agnostic_nms: see `PredictorConfig`.
         groups: an ontology with superclasses to merge the head's classes into.
         device: torch device.
+        prompt_field: label the masks of each sample's boxes (``fo.Detections``) or points
+            (``fo.Keypoints``) in this field, one instance per prompt (see `predict`); a
+            sample without prompts gets no labels. Proposals come from the dataset's store
+            of these prompts when it holds the sample with the same prompts, else from SAM.
     """
     model, head_path = resolve_head(head, device)
-    predictor = build_predictor(
-        model, PredictorConfig(threshold, nms_iou, granularity, class_agnostic_nms), groups
-    )
+    config = PredictorConfig(threshold, nms_iou, granularity, class_agnostic_nms)
+    prompt_labels: dict[str, str | None] = {}  # the prompts' own labels, sample by sample
+    prompts = PromptLabels(prompt_labels) if prompt_field else None
+    predictor = build_predictor(model, config, groups, prompts=prompts)
     opened = EmbeddingStore.open(store) if store is not None else None
     if opened is not None:
         model.check_compatible(opened.spec)
@@ -92,6 +100,8 @@ def load_model(
         device=device,
         head_path=head_path,
         extractor=extractor,
+        prompt_field=prompt_field,
+        prompt_labels=prompt_labels,
     )
 
 
@@ -108,8 +118,12 @@ class USAMModel(fom.Model, fom.SamplesMixin):
         device: str | torch.device | None = None,
         head_path: str | None = None,
         extractor: MaskEmbeddingExtractor | None = None,
+        prompt_field: str | None = None,
+        prompt_labels: dict[str, str | None] | None = None,
     ) -> None:
         fom.SamplesMixin.__init__(self)
+        self.prompt_field = prompt_field
+        self._prompt_labels = {} if prompt_labels is None else prompt_labels
         self.predictor = predictor
         self.store = store
         self.run_id = uuid.uuid4().hex
@@ -181,16 +195,33 @@ class USAMModel(fom.Model, fom.SamplesMixin):
         return labels
 
     def _proposals(self, sample: fo.Sample) -> MaskProposals:
+        if self.prompt_field is not None:
+            return self._prompted(sample)
         if self.store is not None and sample.id in self.store:
             return self.store.get(sample.id)
         return self._sam().extract([load_rgb(sample.filepath)])[0]
+
+    def _prompted(self, sample: fo.Sample) -> MaskProposals:
+        """The proposals of the sample's prompts: from the store when it holds these very
+        prompts, else from SAM. Raises ValueError for a sample without prompts."""
+        assert self.prompt_field is not None
+        found = read_prompts(sample.dataset.select(sample.id), self.prompt_field)
+        if sample.id in found.skipped:
+            raise ValueError(found.skipped[sample.id])
+        prompts = found.sets[sample.id]
+        self._prompt_labels.update(found.labels)  # what the predictor's PromptLabels read
+        if self.store is not None and sample.id in self.store:
+            stored = self.store.get(sample.id)
+            if stored.prompt_fingerprint == prompts.fingerprint():
+                return stored
+        return self._sam().extract([load_rgb(sample.filepath)], [prompts])[0]
 
     def _remember(self, sample: fo.Sample) -> None:
         if self._written is None:
             self._written = (sample.dataset, sample.id)
         if not self._looked_for_store:
             self._looked_for_store = True
-            self.store = _store_for(sample.dataset, self.predictor)
+            self.store = _store_for(sample.dataset, self.predictor, self.prompt_field)
 
     def _sam(self) -> MaskEmbeddingExtractor:
         if self._extractor is None:
@@ -199,8 +230,12 @@ class USAMModel(fom.Model, fom.SamplesMixin):
         return self._extractor
 
 
-def _store_for(dataset: fo.Dataset, predictor: USAMPredictor) -> EmbeddingStore | None:
+def _store_for(
+    dataset: fo.Dataset, predictor: USAMPredictor, prompt_field: str | None
+) -> EmbeddingStore | None:
     spec = predictor.head.store_spec
+    if spec is not None and prompt_field is not None:
+        spec = spec.with_prompts(prompt_kind(dataset, prompt_field), prompt_field)
     path = locate_store(dataset, spec) if spec is not None else None
     return EmbeddingStore.open(path) if path is not None else None
 
@@ -227,5 +262,6 @@ def finalize_run(model: USAMModel, dataset: fo.Dataset, sample_id: str) -> None:
                     "settings": settings,
                     "store": str(model.store.path) if model.store is not None else None,
                     "via": "apply_model",
+                    "prompt_field": model.prompt_field,
                 },
             )

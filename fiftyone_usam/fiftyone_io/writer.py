@@ -16,6 +16,7 @@ import numpy as np
 from fiftyone_usam.errors import USAMError
 from fiftyone_usam.fiftyone_io.datasets import record_entry, root_dataset
 from fiftyone_usam.fiftyone_io.labels import (
+    PROMPTS_FINGERPRINT,
     detections_document,
     mask_targets,
     segmentation_document,
@@ -171,6 +172,8 @@ def sample_labels(
     """
     semantic = to_segmentation(prediction.semantic)
     instances = to_detections(prediction.instances, prediction.image_size, classes)
+    if prediction.prompts_fingerprint is not None:
+        instances[PROMPTS_FINGERPRINT] = prediction.prompts_fingerprint
     if mask_dir is not None:
         semantic.mask_path, paths = _mask_files(prediction, mask_dir, sample_id)
         semantic.mask = None
@@ -197,7 +200,11 @@ def sample_documents(
     return {
         "semantic": semantic,
         "instances": detections_document(
-            prediction.instances, prediction.image_size, classes, mask_paths
+            prediction.instances,
+            prediction.image_size,
+            classes,
+            mask_paths,
+            prediction.prompts_fingerprint,
         ),
         "uncertainty": float(prediction.uncertainty),
     }

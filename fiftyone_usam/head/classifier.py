@@ -19,6 +19,7 @@ from fiftyone_usam.config import config_to_dict
 from fiftyone_usam.errors import ConfigError, StoreError
 from fiftyone_usam.head.config import DEFAULT_THRESHOLD_MARGIN, TrainConfig, default_threshold
 from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS as COMPATIBILITY_FIELDS
+from fiftyone_usam.head.layout import compatibility_fields
 from fiftyone_usam.head.model import MaskClassifier
 from fiftyone_usam.ontology import BACKGROUND
 
@@ -143,13 +144,15 @@ class Head:
                     f"holds {spec.embedding_dim}-d ones ({spec.describe()})"
                 )
             return
-        diffs = self.store_spec.differences(spec, COMPATIBILITY_FIELDS, ("head", "store"))
+        fields = compatibility_fields(self.store_spec, spec)
+        diffs = self.store_spec.differences(spec, fields, ("head", "store"))
         if diffs:
             raise StoreError(
                 "this head was trained on embeddings of another kind than the store's ("
                 + "; ".join(diffs)
                 + f"). The head expects {self.store_spec.describe()}. Embed the images with that "
-                "SAM checkpoint and grid, or train a head on embeddings like the store's"
+                "SAM checkpoint and grid (prompts from a label field need only the same SAM), or "
+                "train a head on embeddings like the store's"
             )
 
     def describe(self) -> str:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fiftyone_usam.errors import CheckpointError
 from fiftyone_usam.version import __version__
+
+if TYPE_CHECKING:
+    from fiftyone_usam.embeddings.store_spec import StoreSpec
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,16 @@ COMPATIBILITY_FIELDS = (
     "embedding_dim",
     "points_per_side",
 )
+
+
+def compatibility_fields(*specs: StoreSpec) -> tuple[str, ...]:
+    """The fields two specs must share for a head of one to label the other's proposals: SAM
+    and the embedding, and the grid when both are grids. A label field's boxes or points are
+    decoded by the same SAM into the same four mask tokens, so a head trained on the grid
+    names their masks: prompts are not compared then."""
+    if all(spec.on_grid for spec in specs):
+        return COMPATIBILITY_FIELDS
+    return tuple(f for f in COMPATIBILITY_FIELDS if f != "points_per_side")
 
 
 def find_checkpoint(path: str | Path) -> Path:

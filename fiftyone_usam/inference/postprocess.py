@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,10 +25,14 @@ class Instances:
 
     Attributes:
         rles: ``n`` COCO RLE dicts at full image resolution.
-        labels: `(n,)` int64 class ids, 1..C (0 is background and never an instance).
-        confidences: `(n,)` float32, the probability of the label.
+        labels: `(n,)` int64 class ids, 1..C; 0 (background) only for the mask of a user's
+            prompt, which is kept whatever the head says (and never painted).
+        confidences: `(n,)` float32, the probability of the label (NaN: none, for a label
+            that is the prompt's own and not one of the head's classes).
         entropies: `(n,)` float32, entropy (nats) of the mask's class distribution.
         sources: `(n,)` int64, the flat index of each mask among the image's candidates.
+        attributes: per instance, more attributes to write on its detection (a prompt's
+            ``prompt_id`` and ``prompt_label``, ...); empty: none.
     """
 
     rles: tuple[Rle, ...]
@@ -36,6 +40,7 @@ class Instances:
     confidences: np.ndarray
     entropies: np.ndarray
     sources: np.ndarray
+    attributes: tuple[dict[str, Any], ...] = ()
 
     def __len__(self) -> int:
         return len(self.rles)
@@ -165,7 +170,8 @@ def semantic_map(
     Args:
         rles: kept masks.
         labels: `(n,)` labels 1..C.
-        scores: `(n,)` confidences; where masks overlap the higher score wins.
+        scores: `(n,)` confidences; where masks overlap the higher score wins (the least
+            confident is painted first; NaN, a user's own label, counts as 1).
         image_size: `(H, W)`.
         crops: ``(boxes, crops)`` of the masks when already decoded (`Instances.boxes`,
             `Instances.crops`).
@@ -173,21 +179,32 @@ def semantic_map(
             reference; the same map, slower).
 
     Returns:
-        `(H, W)` uint8 (uint16 past 255 classes) label map, 0 = background.
+        `(H, W)` uint8 (uint16 past 255 classes) label map, 0 = background. Masks labelled 0
+        (a prompt's mask the head calls background) are not painted.
     """
     from pycocotools import mask as mask_utils
+
+    if len(labels) and not np.all(np.asarray(labels) > 0):
+        keep = np.flatnonzero(np.asarray(labels) > 0)
+        rles, labels, scores = (
+            [rles[int(i)] for i in keep],
+            np.asarray(labels)[keep],
+            np.asarray(scores)[keep],
+        )
+        if crops is not None:
+            crops = (np.asarray(crops[0])[keep], [crops[1][int(i)] for i in keep])
 
     dtype = np.uint8 if len(labels) == 0 or int(np.max(labels)) < 256 else np.uint16
     out = np.zeros(image_size, dtype=dtype)
     if decode == "full":
-        for i in np.argsort(np.asarray(scores), kind="stable"):  # least confident painted first
+        for i in np.argsort(np.nan_to_num(np.asarray(scores), nan=1.0), kind="stable"):
             out[mask_utils.decode(rles[int(i)]).astype(bool)] = labels[int(i)]
         return out
     if crops is None:
         boxes = boxes_xywh(rles).astype(np.int64)
         crops = (boxes, mask_crops(rles, boxes))
     boxes, masks = crops
-    for i in np.argsort(np.asarray(scores), kind="stable"):  # least confident painted first
+    for i in np.argsort(np.nan_to_num(np.asarray(scores), nan=1.0), kind="stable"):
         x, y, w, h = (int(v) for v in boxes[int(i)])
         out[y : y + h, x : x + w][masks[int(i)]] = labels[int(i)]
     return out

@@ -26,6 +26,7 @@ from fiftyone_usam.inference.postprocess import (
     paint_instances,
     threshold_candidates,
 )
+from fiftyone_usam.inference.prompted import PromptLabels, prompt_instances
 from fiftyone_usam.ontology import Ontology, load_ontology
 
 if TYPE_CHECKING:
@@ -82,12 +83,15 @@ class Prediction:
             distributions, or 1.0 when no mask was kept (nothing of the classes was found,
             worth a look).
         image_size: `(H, W)`.
+        prompts_fingerprint: for a label field's prompts, the fingerprint of those labelled
+            (written on the instances, so a later run sees which samples' prompts changed).
     """
 
     instances: Instances
     painted: np.ndarray | None
     uncertainty: float
     image_size: tuple[int, int]
+    prompts_fingerprint: str | None = None
 
     @cached_property
     def semantic(self) -> np.ndarray:
@@ -111,6 +115,10 @@ class USAMPredictor:
         threads: torch intra-op threads of the head's forward pass on the CPU (None: torch's
             own setting). One by default: a batch's pass is small, and while it runs the
             other core writes the previous batch.
+        prompts: for proposals of a label field's prompts: their own labels, and whether to
+            keep them (`inference.prompted`); such proposals give one instance per prompt.
+            With ``keep``, the prompts' labels that are not the head's classes are added to
+            `classes` (after them).
     """
 
     needs_image = False
@@ -124,15 +132,24 @@ class USAMPredictor:
         groups: Ontology | None = None,
         extractor: MaskEmbeddingExtractor | None = None,
         threads: int | None = DEFAULT_HEAD_THREADS,
+        prompts: PromptLabels | None = None,
     ) -> None:
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be at least 1, got {threads}")
+        if prompts is not None and (config or PredictorConfig()).granularity == "all":
+            raise ConfigError(
+                "granularity 'all' keeps three masks per point; a prompt gives one instance: "
+                "use best, coarse, medium or fine with a prompt field"
+            )
         self.head = head
         self.threads = threads
         self.config = config or PredictorConfig()
         self.extractor = extractor
         self.threshold = head.threshold if self.config.threshold is None else self.config.threshold
-        self._merge, self.classes = _grouping(head.classes, groups)
+        self._merge, self.predicted = _grouping(head.classes, groups)
+        self.prompts = prompts or PromptLabels()
+        # the classes written: those the head predicts, then prompt labels kept beside them
+        self.classes = self.predicted + self.prompts.extra_classes(self.predicted)
 
     def check_store(self, spec: StoreSpec) -> None:
         """Refuses embeddings the head was not trained on (see `Head.check_compatible`)."""
@@ -192,6 +209,14 @@ class USAMPredictor:
     def _label(self, proposals: MaskProposals, probs: np.ndarray) -> Prediction:
         """Candidates, threshold, NMS and the semantic map from `(d, C)` class probabilities."""
         flat, point = candidate_masks(proposals, self.config.granularity)
+        if proposals.prompt_ids:  # a user's prompts: one instance each, kept whatever the head says
+            instances = prompt_instances(
+                proposals, probs, flat, self.threshold, self.classes, self.prompts
+            )
+            uncertainty = image_uncertainty(instances, probs.shape[1])
+            return Prediction(
+                instances, None, uncertainty, proposals.image_size, proposals.prompt_fingerprint
+            )
         keep, labels, confidences = threshold_candidates(probs[point], self.threshold)
         rles = [proposals.rle(int(i)) for i in flat[keep]]
         order = mask_nms(
@@ -225,6 +250,7 @@ class USAMPredictor:
             "granularity": self.config.granularity,
             "class_agnostic_nms": self.config.class_agnostic_nms,
             "merged_to_superclasses": self._merge is not None,
+            "keep_prompt_labels": self.prompts.keep,
         }
 
 
@@ -233,29 +259,33 @@ def build_predictor(
     config: PredictorConfig,
     groups: str | Path | Ontology | None = None,
     threads: int | None = DEFAULT_HEAD_THREADS,
+    prompts: PromptLabels | None = None,
 ) -> USAMPredictor:
     """A predictor of ``head`` with ``config``, its classes merged into the superclasses of
-    ``groups`` (an ontology, its YAML file, or a comma-separated list) when given."""
+    ``groups`` (an ontology, its YAML file, or a comma-separated list) when given, labelling
+    a label field's prompts as ``prompts`` says."""
     ontology = load_ontology(groups) if groups else None
-    return USAMPredictor(head, config, groups=ontology, threads=threads)
+    return USAMPredictor(head, config, groups=ontology, threads=threads, prompts=prompts)
 
 
 def candidate_masks(proposals: MaskProposals, granularity: str) -> tuple[np.ndarray, np.ndarray]:
-    """Which of each point's three masks are candidates.
+    """Which of each prompt's ``m`` masks are candidates (a box has one: itself).
 
     Returns:
-        ``(flat, point)``: `(k,)` flat mask indices (``3 * point + j``) and `(k,)` their points.
+        ``(flat, point)``: `(k,)` flat mask indices (``m * point + j``) and `(k,)` their points.
     """
-    d = proposals.num_points
+    d, m = proposals.num_points, proposals.masks_per_point
     points = np.arange(d)
     if granularity == "all":
-        return np.arange(3 * d, dtype=np.int64), np.repeat(points, 3)
+        return np.arange(m * d, dtype=np.int64), np.repeat(points, m)
+    if m == 1:
+        return points.astype(np.int64), points
     if granularity == "best":
         choice = proposals.iou_predictions.argmax(axis=1)
     else:
         by_area = np.argsort(proposals.mask_areas(), axis=1, kind="stable")  # small -> large
         choice = by_area[:, {"fine": 0, "medium": 1, "coarse": 2}[granularity]]
-    return (3 * points + choice).astype(np.int64), points
+    return (m * points + choice).astype(np.int64), points
 
 
 def _grouping(

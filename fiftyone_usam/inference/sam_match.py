@@ -18,7 +18,7 @@ from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS, SamVariant
 from fiftyone_usam.embeddings.store import StoreSpec
 from fiftyone_usam.errors import StoreError
 from fiftyone_usam.head.classifier import Head
-from fiftyone_usam.head.layout import COMPATIBILITY_FIELDS
+from fiftyone_usam.head.layout import compatibility_fields
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +47,7 @@ def check_spec(found: StoreSpec, wanted: StoreSpec) -> None:
     Raises:
         StoreError: naming the fields that differ.
     """
-    diffs = wanted.differences(found, COMPATIBILITY_FIELDS, ("wanted", "found"))
+    diffs = wanted.differences(found, compatibility_fields(wanted, found), ("wanted", "found"))
     if diffs:
         raise StoreError(
             "these mask proposals were made with another SAM or grid (" + "; ".join(diffs) + "). "

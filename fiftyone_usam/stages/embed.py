@@ -22,6 +22,7 @@ from fiftyone_usam.embeddings.extractor import MASK_MODES, MaskEncoding, MaskMod
 from fiftyone_usam.embeddings.fast_attention import EncoderAttention
 from fiftyone_usam.embeddings.sam_backend import LoadedSam, load_sam
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec, spec_at, write_sam_record
+from fiftyone_usam.embeddings.views import parse_view
 from fiftyone_usam.errors import ConfigError
 from fiftyone_usam.execution.embedding import EmbedTask, make_extractor
 from fiftyone_usam.execution.engines import execute
@@ -32,6 +33,7 @@ from fiftyone_usam.fiftyone_io.datasets import (
     record_store,
     resolve_view,
 )
+from fiftyone_usam.fiftyone_io.prompts import FieldPrompts, read_prompts
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
 from fiftyone_usam.progress import Progress, ProgressCallback
 
@@ -53,7 +55,9 @@ class EmbedReport:
         embedded: samples embedded by this run.
         already_done: samples that were already in the store.
         failed: sample id -> reason, for samples that could not be embedded.
-        changed: samples embedded again because their image file changed.
+        skipped: sample id -> reason, for samples with no usable prompt in the prompt field
+            (not embedded, not an error).
+        changed: samples embedded again because their image file (or their prompts) changed.
         seconds: wall time of the run.
         execution: where the work ran: ``engine``, ``workers``, the Ray ``address``, and on
             Ray ``workers_ran``, the actors that did work (a restarted one counts again).
@@ -65,6 +69,7 @@ class EmbedReport:
     embedded: int = 0
     already_done: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     execution: dict[str, Any] = field(default_factory=lambda: {"engine": "local", "workers": 1})
@@ -80,9 +85,10 @@ class EmbedReport:
         if self.execution.get("engine") == "ray":
             where = f", on Ray with {self.execution['workers']} worker(s)"
         speed = f", {self.images_per_second:.2f} images/s" if self.embedded else ""
+        skipped = f", {len(self.skipped)} without prompts" if self.skipped else ""
         return (
             f"{self.embedded} embedded, {self.already_done} already in the store, "
-            f"{len(self.failed)} failed, of {self.total} samples -> {self.store} "
+            f"{len(self.failed)} failed{skipped}, of {self.total} samples -> {self.store} "
             f"({self.seconds:.1f} s{where}{speed})"
         )
 
@@ -95,6 +101,8 @@ def embed(
     checkpoint: str | Path | None = None,
     view_tag: str | None = None,
     points_per_side: int = 10,
+    prompt_field: str | None = None,
+    view: str | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 4,
     precision: Precision = "auto",
@@ -125,6 +133,15 @@ def embed(
         checkpoint: SAM weights; default: the official checkpoint, found or downloaded.
         view_tag: only the samples with this tag.
         points_per_side: prompt grid size (``d = points_per_side**2``, 100 in the paper).
+        prompt_field: prompt SAM with this label field instead of the grid: the boxes of a
+            ``fo.Detections`` field (one mask each) or the points of a ``fo.Keypoints`` field
+            (one prompt per label, three masks), each row named by its label's id. Default
+            store: ``embeddings-<variant>-prompts-<field>``. A sample whose prompts changed is
+            embedded again; one with no usable prompt is skipped and reported (``skipped``).
+        view: embed each image under an augmentation instead (``hflip``, ``scale:0.75``;
+            `embeddings.views`), for `adapt`'s cross-view consistency: a view store (default
+            ``...-view-<view>``, its spec records the view) keeps embeddings only (``masks``
+            is then ``none``), row ``i`` at the image location of grid point ``i``.
         device: torch device. Default: CUDA if available, else the CPU (a built model passed as
             ``sam`` stays where it is).
         batch_size: images per image-encoder call.
@@ -165,10 +182,11 @@ def embed(
         modification time) is embedded again.
     """
     started = time.perf_counter()
-    keep = _keeps_masks(masks)
+    augmentation = _check_view(view, prompt_field)
+    keep = _keeps_masks(masks) and augmentation is None  # a view store keeps no masks
     execution = ExecutionConfig(engine, workers, gpus_per_worker, ray_address)
     on_ray = execution.engine == "ray"
-    view = resolve_view(dataset, view_tag)
+    samples = resolve_view(dataset, view_tag)
     # on Ray the driver loads SAM on the CPU only for its identity; each worker loads its own
     loaded = load_sam(sam, checkpoint, device="cpu" if on_ray else device)
     settings: dict[str, Any] = {
@@ -176,13 +194,14 @@ def embed(
         "batch_size": batch_size,
         "precision": precision,
         "points_per_batch": points_per_batch,
-        "masks": masks,
+        "masks": "full" if keep else "none",
         "mask_encoding": mask_encoding,
         "encoder_attention": encoder_attention,
         "encode_workers": encode_workers,
     }
     built = make_extractor(loaded, settings)  # checked before the store is touched
-    spec, path = _destination(view, loaded, points_per_side, store, keep)
+    prompts = read_prompts(samples, prompt_field) if prompt_field else None
+    spec, path = _destination(samples, loaded, points_per_side, store, keep, prompts, augmentation)
     task = EmbedTask(
         store=str(path),
         spec=spec,
@@ -193,6 +212,7 @@ def embed(
         shard_size=max(1, shard_size),
         read_threads=num_workers,
         max_pixels=max_pixels,
+        view=augmentation or "",
         loaded=loaded,
         built=built,
     )
@@ -203,22 +223,12 @@ def embed(
     write_sam_record(target.path, loaded)
     del loaded, built  # the driver's copies on Ray (the workers load their own)
     target.remove_stale_temp_files()
-    ids, paths = view.values(["id", "filepath"])
-    files = dict(zip(ids, paths, strict=True))
-    changed = set(target.changed_files(files))  # reads every shard header: damage fails here
-    todo = [(i, p) for i, p in files.items() if i not in target or i in changed]
-    report = EmbedReport(target.path, task.spec, len(ids), already_done=len(ids) - len(todo))
-    report.changed = sorted(changed)
-    report.execution = execution.describe()
-    if changed:
-        logger.warning(
-            "%d sample(s) whose image file changed since they were embedded are embedded "
-            "again: %s", len(changed), ", ".join(report.changed[:10]),
-        )  # fmt: skip
-    if not todo:
-        record_store(view, target)
-    bar = Progress(progress, len(todo), "embed")
-    _run(task, _items(todo, changed), execution, view, target, report, bar)
+    report = EmbedReport(target.path, task.spec, execution=execution.describe())
+    items = _plan(samples, target, prompts, report)
+    if not items:
+        record_store(samples, target)
+    bar = Progress(progress, len(items), "embed")
+    _run(task, items, execution, samples, target, report, bar)
     report.seconds = time.perf_counter() - started
     for sample_id, reason in report.failed.items():
         logger.warning("skipped sample %s: %s", sample_id, reason)
@@ -226,23 +236,61 @@ def embed(
     return report
 
 
-def _items(todo: list[tuple[str, str]], changed: set[str]) -> list[dict[str, Any]]:
-    """The work items; ``seen``: whether the driver sees the image (a worker that does not
-    is on other storage: `execution.embedding.check_visible`)."""
-    return [
-        {"key": i, "filepath": p, "replace": i in changed, "seen": os.path.exists(p)}
-        for i, p in todo
-    ]
+def _plan(
+    view: fo.DatasetView,
+    target: EmbeddingStore,
+    prompts: FieldPrompts | None,
+    report: EmbedReport,
+) -> list[dict[str, Any]]:
+    """The work items: the samples not in the store, or whose image file (or prompts)
+    changed; fills the report's counts. ``seen``: whether the driver sees the image (a worker
+    that does not is on other storage: `execution.embedding.check_visible`)."""
+    ids, paths = view.values(["id", "filepath"])
+    files = dict(zip(ids, paths, strict=True))
+    report.total = len(ids)
+    if prompts is not None:
+        report.skipped = {i: prompts.skipped[i] for i in ids if i in prompts.skipped}
+        files = {i: p for i, p in files.items() if i in prompts.sets}
+    changed = set(target.changed_files(files))  # reads every shard header: damage fails here
+    fingerprints = prompts.fingerprints() if prompts is not None else {}
+    changed |= set(target.changed_prompts(fingerprints))
+    todo = [(i, p) for i, p in files.items() if i not in target or i in changed]
+    report.already_done = len(files) - len(todo)
+    report.changed = sorted(changed)
+    if changed:
+        logger.warning(
+            "%d sample(s) whose image file or prompts changed since they were embedded are "
+            "embedded again: %s", len(changed), ", ".join(report.changed[:10]),
+        )  # fmt: skip
+    items = []
+    for i, p in todo:
+        item = {"key": i, "filepath": p, "replace": i in changed, "seen": os.path.exists(p)}
+        if prompts is not None:
+            item |= {"prompts": prompts.sets[i].to_item(), "fingerprint": fingerprints[i]}
+        items.append(item)
+    return items
 
 
 def _destination(
-    view: fo.DatasetView, loaded: LoadedSam, points: int, store: str | Path | None, keep: bool
+    view: fo.DatasetView,
+    loaded: LoadedSam,
+    points: int,
+    store: str | Path | None,
+    keep: bool,
+    prompts: FieldPrompts | None = None,
+    augmentation: str | None = None,
 ) -> tuple[StoreSpec, Path]:
     """The spec of this SAM's embeddings (keeping the recorded name and hash of the store
     there when its weights are these, see `spec_for`) and the store they go to."""
-    fresh = spec_for(loaded, points).with_masks(keep)
-    like = spec_at(store if store is not None else default_store_path(view.dataset_name, fresh))
-    spec = spec_for(loaded, points, like=like).with_masks(keep)
+
+    def of(like: StoreSpec | None) -> StoreSpec:
+        spec = spec_for(loaded, points, like=like).with_masks(keep)
+        if augmentation is not None:
+            spec = spec.with_view(augmentation)
+        return spec if prompts is None else spec.with_prompts(prompts.kind, prompts.field)
+
+    fresh = of(None)
+    spec = of(spec_at(store if store is not None else default_store_path(view.dataset_name, fresh)))
     path = locate_store(view, spec, store, default=True, masks=keep)
     assert path is not None  # with default=True and a StoreSpec, always a path
     return spec, path
@@ -283,6 +331,26 @@ def _run(
 def _block_size(batch_size: int, shard_size: int) -> int:
     """Items per Ray request: whole shards made of whole batches (the local run's batches)."""
     return math.lcm(max(1, batch_size), max(1, shard_size))
+
+
+def _check_view(view: str | None, prompt_field: str | None) -> str | None:
+    """The view's canonical name (None: no view).
+
+    Raises:
+        ConfigError: an unknown view, or a view with a prompt field (views are of the grid:
+            they are for adapting a head, which reads grid embeddings).
+    """
+    if view is None:
+        return None
+    if prompt_field is not None:
+        raise ConfigError(
+            "views are embedded on the point grid, for `usam adapt`; a prompt field cannot "
+            "have one: leave out --view or --prompt-field"
+        )
+    try:
+        return parse_view(view).name
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _keeps_masks(masks: str) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.execution.work import LOCAL, ExecutionConfig
 from fiftyone_usam.fiftyone_io.labeling import DEFAULT_LABEL_BATCH, ProposalLabeler, label_view
+from fiftyone_usam.fiftyone_io.prompts import FieldPrompts, relabel_changed
 from fiftyone_usam.fiftyone_io.writer import output_fields, plan_writes
 from fiftyone_usam.head.classifier import Head
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
@@ -24,6 +25,8 @@ from fiftyone_usam.stages.proposals import ensure_embeddings
 if TYPE_CHECKING:
     import fiftyone as fo
     import torch
+
+    from fiftyone_usam.fiftyone_io.agreement import PromptAgreement
 
 
 @dataclass
@@ -37,9 +40,12 @@ class PredictReport:
         labelled: samples labelled by this run.
         already_done: samples labelled before by a run with the same settings.
         failed: sample id -> reason, for samples that could not be labelled.
+        skipped: sample id -> reason, for samples with no usable prompt in the prompt field.
         used_sam: whether SAM ran (False: every embedding came from the store).
         store: the EmbeddingStore read.
         seconds: wall time.
+        agreement: with prompts that carry labels, how often the head agrees with them
+            (`fiftyone_io.agreement.PromptAgreement`); None otherwise.
     """
 
     fields: dict[str, str]
@@ -48,18 +54,22 @@ class PredictReport:
     labelled: int = 0
     already_done: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     used_sam: bool = False
     store: Path | None = None
     seconds: float = 0.0
+    agreement: PromptAgreement | None = None
 
     def summary(self) -> str:
-        """One line for people."""
+        """One line for people (and the prompts' agreement, when there is one)."""
         source = "SAM + store" if self.used_sam else "cached embeddings, SAM not loaded"
-        return (
+        skipped = f", {len(self.skipped)} without prompts" if self.skipped else ""
+        line = (
             f"{self.labelled} labelled, {self.already_done} already labelled, "
-            f"{len(self.failed)} failed, of {self.total} samples -> "
+            f"{len(self.failed)} failed{skipped}, of {self.total} samples -> "
             f"{', '.join(self.fields.values())} ({source}; {self.seconds:.1f} s)"
         )
+        return line if self.agreement is None else f"{line}\n{self.agreement.summary()}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class ProposalSource:
         shard_size: images per store shard written.
         max_pixels: larger images fail on their own, undecoded.
         execution: where SAM runs for them (this process, or Ray actors).
+        prompts: a label field's prompts (for every sample labelled) instead of the grid.
     """
 
     wanted: Head | StoreSpec
@@ -86,6 +97,7 @@ class ProposalSource:
     shard_size: int = 16
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     execution: ExecutionConfig = LOCAL
+    prompts: FieldPrompts | None = None
 
 
 def label_samples(
@@ -123,6 +135,9 @@ def label_samples(
         ``report``.
     """
     todo = plan_writes(view, field, labeler.classes, settings, overwrite)
+    if source is not None and source.prompts is not None:
+        # a sample labelled from prompts that have changed since is labelled again
+        todo = relabel_changed(view, output_fields(field)["instances"], todo, source.prompts)
     report.already_done = len(view) - len(todo)
     if not todo:
         return report
@@ -140,6 +155,7 @@ def label_samples(
             max_pixels=source.max_pixels,
             execution=source.execution,
             progress=progress,
+            prompts=source.prompts,
         )
         report.store = Path(store.path)
         todo = [i for i in todo if i not in report.failed]

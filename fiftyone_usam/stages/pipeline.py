@@ -1,6 +1,7 @@
 """`run`: from class names to a labelled (and, with ground truth, evaluated) dataset.
 
-The chain is generate | crawl -> embed (training and target) -> train -> predict -> evaluate.
+The chain is generate | crawl -> embed (training and target) -> train -> [adapt] -> predict ->
+evaluate.
 Every stage is skipped when its artifact is already complete and fits the configuration, so a
 re-run after a crash, or after changing only the class list, does only the work that changed:
 
@@ -12,6 +13,8 @@ re-run after a crash, or after changing only the class list, does only the work 
   run made with masks is reused; the target's keeps them (predict labels from its masks);
 - the head: trained into ``<workdir>/heads/<key>``, where the key hashes the classes, the
   training images and the training settings; an existing complete head with that key is reused;
+- adaptation (``adapt=True``): the adapted head goes to ``<head>/adapted-<key>``, the key
+  hashing the head, the target's samples, the view and the seed; an existing one is reused;
 - predictions: `predict` labels only samples not labelled yet with the same head and settings,
   and replaces the run's own earlier predictions when the head changed;
 - evaluation: redone unless the stored one is of exactly these predictions (same head,
@@ -39,6 +42,7 @@ from fiftyone_usam.sources.engines import ENGINES as CRAWL_ENGINES
 from fiftyone_usam.stages.pipeline_steps import (
     DEFAULT_PER_CLASS,
     SamCache,
+    adapt_step,
     embed_step,
     evaluate_step,
     predict_step,
@@ -55,7 +59,15 @@ logger = logging.getLogger(__name__)
 StageProgress = Callable[[str, int, int], None]
 """A pipeline progress callback: ``(stage, done, total)`` after each unit of a stage's work."""
 
-STAGES = ("training images", "embed training", "embed target", "train", "predict", "evaluate")
+STAGES = (
+    "training images",
+    "embed training",
+    "embed target",
+    "train",
+    "adapt",  # only with adapt=True
+    "predict",
+    "evaluate",
+)
 
 
 @dataclass
@@ -77,6 +89,7 @@ class PipelineReport:
         training_dataset: the dataset of training images.
         workdir: the run's directory (heads).
         head: the trained head's directory (``student/`` and ``teacher/`` inside).
+        adapted: with ``adapt``, the adapted head the target was labelled with.
         stores: dataset name -> EmbeddingStore directory.
         fields: the prediction fields by kind.
         stages: every stage, in order.
@@ -87,6 +100,7 @@ class PipelineReport:
     training_dataset: str
     workdir: Path
     head: Path | None = None
+    adapted: Path | None = None
     stores: dict[str, Path] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)
     stages: list[StageResult] = field(default_factory=list)
@@ -107,6 +121,8 @@ class PipelineReport:
             lines.append(f"  embeddings of {name!r}: {path}")
         if self.head is not None:
             lines.append(f"  head: {self.head}")
+        if self.adapted is not None:
+            lines.append(f"  adapted head (labelled the target): {self.adapted}")
         lines.append(f"  labels: {', '.join(self.fields.values())} on dataset {self.dataset!r}")
         if self.evaluation is not None:
             lines.append(f"  metrics: {self.evaluation.summary()}")
@@ -136,6 +152,8 @@ def run(
     superclasses: bool = False,
     seed: int = 0,
     threshold: float | None = None,
+    adapt: bool = False,
+    adapt_view: str | None = "hflip",
     view_tag: str | None = None,
     overwrite: bool = False,
     device: str | torch.device | None = None,
@@ -174,6 +192,10 @@ def run(
             superclass); the images are still generated per class.
         seed: seed of generation and training.
         threshold: prediction threshold; default: the head's.
+        adapt: adapt the head to the target's images (`stages.adapt`, no labels) between
+            train and predict, and label the target with the adapted head.
+        adapt_view: the augmented view of that adaptation (one more SAM pass over the
+            target, embeddings only); None: no view.
         view_tag: label (and evaluate) only the target samples with this tag.
         overwrite: allow replacing prediction fields this pipeline did not write.
         device: torch device for every stage.
@@ -218,27 +240,51 @@ def run(
             device, _progress(progress, "train"),
         )  # fmt: skip
         stage.status = "ran" if ran else "skipped"
+    if adapt:
+        with _stage(report, "adapt") as stage:
+            report.adapted, ran, stage.detail = adapt_step(
+                target, report.head, report.stores[target.dataset_name], adapt_view, seed,
+                sam_cache, device, _progress(progress, "adapt"),
+            )  # fmt: skip
+            stage.status = "ran" if ran else "skipped"
     with _stage(report, "predict") as stage:
         pred = predict_step(
-            target, report.head, report.stores[target.dataset_name], field, out, threshold,
+            target, report.adapted or report.head, report.stores[target.dataset_name], field,
+            out, threshold,
             overwrite, sam_cache, device, _progress(progress, "predict"), label_batch_size,
             execution,
         )  # fmt: skip
         report.fields = pred.fields
         stage.status = "ran" if pred.labelled else "skipped"
         stage.detail = pred.summary()
+    _evaluate(report, target, field, gt_field, ontology if superclasses else None, progress)
+    logger.info("%s", report.summary())
+    return report
+
+
+def _evaluate(
+    report: PipelineReport,
+    target: fo.DatasetView,
+    field: str,
+    gt_field: str | None,
+    groups: Ontology | None,
+    progress: bool | StageProgress | None,
+) -> None:
+    """The evaluate stage (skipped without ground truth)."""
     with _stage(report, "evaluate") as stage:
         if gt_field is None:
             stage.status, stage.detail = "skipped", "no --gt-field"
-        else:
-            groups = ontology if superclasses else None
-            report.evaluation, ran = evaluate_step(
-                target, field, gt_field, out / "evaluation", groups, _progress(progress, "evaluate")
-            )
-            stage.status = "ran" if ran else "skipped"
-            stage.detail = report.evaluation.summary()
-    logger.info("%s", report.summary())
-    return report
+            return
+        report.evaluation, ran = evaluate_step(
+            target,
+            field,
+            gt_field,
+            report.workdir / "evaluation",
+            groups,
+            _progress(progress, "evaluate"),
+        )
+        stage.status = "ran" if ran else "skipped"
+        stage.detail = report.evaluation.summary()
 
 
 def _check(source: str, training_masks: str, engine: str) -> None:

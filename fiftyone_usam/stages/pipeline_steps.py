@@ -21,6 +21,7 @@ from fiftyone_usam.fiftyone_io.training_dataset import stored_ontology
 from fiftyone_usam.fiftyone_io.writer import FieldExistsError, output_fields, recorded_run
 from fiftyone_usam.files import write_text_atomic
 from fiftyone_usam.ontology import Ontology
+from fiftyone_usam.stages.adapt import adapt
 from fiftyone_usam.stages.crawl import crawl
 from fiftyone_usam.stages.embed import embed
 from fiftyone_usam.stages.evaluate import evaluate
@@ -204,6 +205,44 @@ def train_step(
         progress=progress,
     )
     return head, True, result.summary()
+
+
+def adapt_step(
+    view: fo.DatasetView,
+    head: Path | None,
+    store: Path,
+    adapt_view: str | None,
+    seed: int,
+    sam: SamCache,
+    device: Any,
+    progress: Any,
+) -> tuple[Path, bool, str]:
+    """Adapts the head to the target unless it was, to these samples, view and seed."""
+    assert head is not None
+    weights = (head / "student" / "head.json").read_bytes() if (head / "student").is_dir() else b""
+    key_data = {
+        "head": hashlib.sha256(weights).hexdigest(),
+        "images": hashlib.sha256("\n".join(sorted(view.values("id"))).encode()).hexdigest(),
+        "view": adapt_view,
+        "seed": seed,
+    }
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()
+    out = head / f"adapted-{key[:16]}"
+    if (out / "head.json").is_file():
+        return out, False, f"head already adapted to these images: {out}"
+    report = adapt(
+        view,
+        head=head,
+        out=out,
+        view=adapt_view,
+        store=store,
+        seed=seed,
+        sam=sam.sam,
+        checkpoint=sam.checkpoint,
+        device=device,
+        progress=progress,
+    )
+    return out, True, report.summary()
 
 
 def predict_step(

@@ -19,6 +19,7 @@ from fiftyone_usam.embeddings.store import EmbeddingStore, StoreSpec
 from fiftyone_usam.errors import StoreError
 from fiftyone_usam.execution.work import LOCAL, ExecutionConfig
 from fiftyone_usam.fiftyone_io.datasets import locate_store
+from fiftyone_usam.fiftyone_io.prompts import FieldPrompts
 from fiftyone_usam.head.classifier import Head
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
 from fiftyone_usam.inference.sam_match import check_spec, sam_for_head, sam_for_spec
@@ -74,6 +75,7 @@ def ensure_embeddings(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     execution: ExecutionConfig = LOCAL,
     progress: bool | ProgressCallback | None = None,
+    prompts: FieldPrompts | None = None,
 ) -> tuple[EmbeddingStore, dict[str, str], bool]:
     """Makes sure the view's samples are in an EmbeddingStore that fits ``wanted``.
 
@@ -87,6 +89,9 @@ def ensure_embeddings(
             the store lacks, or whose image file changed since they were embedded.
         execution: where that embedding runs (`embed`'s ``engine``, ``workers``, ...).
         progress: for that embedding.
+        prompts: the view's prompts from a label field (`read_prompts`; every sample of the
+            view has some): the store is then one of those prompts, and a sample whose
+            prompts changed since it was embedded is embedded again.
 
     Returns:
         ``(store, failed, used_sam)``: the store, sample id -> reason for samples that could not
@@ -96,6 +101,8 @@ def ensure_embeddings(
         StoreError: ``store`` holds no masks, or does not fit ``wanted``.
     """
     spec = wanted if isinstance(wanted, StoreSpec) else wanted.store_spec
+    if spec is not None and prompts is not None:
+        spec = spec.with_prompts(prompts.kind, prompts.field)
     # A head of unknown origin (trained from arrays) names no spec: only the store or the SAM
     # given decide, never whichever store happens to be recorded on the dataset.
     path = None if spec is None and store is None else locate_store(view, spec, store)
@@ -104,13 +111,8 @@ def ensure_embeddings(
     )
     if opened is not None:
         _require_masks(opened)
-        if isinstance(wanted, StoreSpec):
-            check_spec(opened.spec, wanted)
-        else:
-            wanted.check_compatible(opened.spec)
-        ids, paths = view.values(["id", "filepath"])
-        changed = set(opened.changed_files(dict(zip(ids, paths, strict=True))))
-        missing = [i for i in ids if i not in opened or i in changed]
+        _check_fits(opened, wanted, prompts)
+        missing = _missing(view, opened, prompts)
         if not missing:
             return opened, {}, False
         logger.info("%d sample(s) are not in %s yet: running SAM on them", len(missing), path)
@@ -120,11 +122,15 @@ def ensure_embeddings(
         loaded, points = sam_for_spec(wanted, sam, checkpoint, device), wanted.points_per_side
     else:
         loaded, points = sam_for_head(wanted, sam, checkpoint, device)
+    fresh = spec_for(loaded, points)
+    if prompts is not None:
+        fresh = fresh.with_prompts(prompts.kind, prompts.field)
     report = embed(
         view.select(missing),
-        store=path or locate_store(view, spec_for(loaded, points), default=True),
+        store=path or locate_store(view, fresh, default=True),
         sam=loaded,
         points_per_side=points,
+        prompt_field=None if prompts is None else prompts.field,
         batch_size=batch_size,
         shard_size=shard_size,
         max_pixels=max_pixels,
@@ -132,7 +138,38 @@ def ensure_embeddings(
         progress=progress,
         **execution.options(),
     )
-    return EmbeddingStore.open(report.store), report.failed, True
+    return EmbeddingStore.open(report.store), {**report.skipped, **report.failed}, True
+
+
+def _check_fits(
+    store: EmbeddingStore, wanted: Head | StoreSpec, prompts: FieldPrompts | None
+) -> None:
+    """Refuses a store whose proposals ``wanted`` cannot label (another SAM, or grid) or
+    that holds other prompts than ``prompts``."""
+    _require_masks(store)
+    if isinstance(wanted, StoreSpec):
+        check_spec(store.spec, wanted)
+    else:
+        wanted.check_compatible(store.spec)
+    asked = ("grid", None) if prompts is None else (prompts.kind, prompts.field)
+    if (store.spec.prompt_kind, store.spec.prompt_field) != asked:
+        what = "the point grid" if prompts is None else f"the {asked[0]} of field {asked[1]!r}"
+        raise StoreError(
+            f"the EmbeddingStore at {store.path} holds proposals of {store.spec.describe()}, "
+            f"not of {what}: pass another --store (or leave it out to use the default one)"
+        )
+
+
+def _missing(
+    view: fo.DatasetView, store: EmbeddingStore, prompts: FieldPrompts | None
+) -> list[str]:
+    """The view's samples the store lacks, or whose image file or prompts changed."""
+    ids, paths = view.values(["id", "filepath"])
+    changed = set(store.changed_files(dict(zip(ids, paths, strict=True))))
+    if prompts is not None:
+        fingerprints = prompts.fingerprints()
+        changed |= set(store.changed_prompts({i: fingerprints[i] for i in ids}))
+    return [i for i in ids if i not in store or i in changed]
 
 
 def _require_masks(store: EmbeddingStore) -> None:

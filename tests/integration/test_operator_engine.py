@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.integration.test_operator_forms import dataset, form  # noqa: F401 (fixtures)
+from tests.integration.test_operator_forms import dataset  # noqa: F401 (a fixture)
 from tests.integration.test_operators import embed_params, uri  # noqa: F401 (fixture)
 
 RAY_INSTALLED = importlib.util.find_spec("ray") is not None
@@ -36,7 +36,7 @@ def required(tiny_head):
 
 
 def test_every_stage_form_offers_the_engine_and_ray_its_workers(
-    form,  # noqa: F811
+    form,
     dataset,  # noqa: F811
     required,
 ):
@@ -59,7 +59,7 @@ def test_every_stage_form_offers_the_engine_and_ray_its_workers(
 @pytest.mark.skipif(not RAY_INSTALLED, reason="the ray form needs Ray installed")
 @pytest.mark.parametrize("name", ["embed", "generate"])
 def test_the_form_refuses_fewer_than_one_worker_and_negative_gpus(
-    form,  # noqa: F811
+    form,
     dataset,  # noqa: F811
     name,
 ):
@@ -73,7 +73,7 @@ def test_the_form_refuses_fewer_than_one_worker_and_negative_gpus(
 
 
 def test_ray_not_installed_is_refused_with_the_install_command(
-    form,  # noqa: F811
+    form,
     dataset,  # noqa: F811
     monkeypatch,
 ):
@@ -86,7 +86,7 @@ def test_ray_not_installed_is_refused_with_the_install_command(
 
 @pytest.mark.skipif(not RAY_INSTALLED, reason="the ray form needs Ray installed")
 def test_the_form_says_which_ray_the_run_joins(
-    form,  # noqa: F811
+    form,
     dataset,  # noqa: F811
     monkeypatch,
 ):
@@ -100,7 +100,7 @@ def test_the_form_says_which_ray_the_run_joins(
 
 
 def test_run_takes_its_crawl_engine_as_crawl_engine(
-    form,  # noqa: F811
+    form,
     dataset,  # noqa: F811
 ):
     errors = form("run", dataset, classes="dog", source="crawl", engine="urls").errors

@@ -15,52 +15,6 @@ from tests.integration.test_plugin import manifest
 
 
 @pytest.fixture
-def form(plugins_dir):
-    """``form(operator, dataset, request, **params)`` -> `Form`: the inputs resolved and
-    validated with the App's dataset (and request, e.g. its view) and these values, plus the
-    form's defaults for the values not given, as the App fills them in."""
-    import fiftyone.operators as foo
-    from fiftyone.operators.executor import ExecutionContext, ValidationContext
-
-    def resolve(name, current=None, request=None, /, **params):
-        operator = foo.get_operator(f"{manifest()['name']}/{name}")
-        request = {**(request or {}), "params": params}
-        if current is not None:
-            request["dataset_name"] = current.name
-        for _ in range(3):  # defaults can bring more properties (and their defaults)
-            ctx = ExecutionContext(request_params={**request, "params": dict(request["params"])})
-            prop = operator.resolve_input(ctx)
-            defaults = {
-                key: p.default
-                for key, p in prop.type.properties.items()
-                if p.default is not None and key not in request["params"]
-            }
-            if not defaults:
-                break
-            request["params"].update(defaults)
-        return Form(prop, ValidationContext(ctx, prop, operator))
-
-    return resolve
-
-
-class Form:
-    """A resolved form: ``errors`` (property -> message) and ``shown`` (notice -> text)."""
-
-    def __init__(self, prop, validation):
-        self.prop = prop
-        self.errors = {e.path.lstrip("."): e.reason for e in validation.errors}
-        self.properties = prop.type.properties
-        self.shown = {
-            name: f"{p.view.label} {p.view.description}"
-            for name, p in self.properties.items()
-            if type(p.view).__name__ in ("Notice", "Warning")
-        }
-
-    def warnings(self):
-        return {n for n, p in self.properties.items() if type(p.view).__name__ == "Warning"}
-
-
-@pytest.fixture
 def dataset(make_dataset, image_files):
     return make_dataset(image_files[:2])
 

@@ -97,6 +97,30 @@ def test_two_workers_fill_the_store_a_local_run_fills(
     assert (again.embedded, again.already_done) == (0, 6)
 
 
+def test_prompts_from_a_field_travel_to_ray_workers(
+    local_ray, make_dataset, image_files, tiny_checkpoint, tmp_path
+):
+    import fiftyone as fo
+
+    dataset = make_dataset(image_files)
+    for k, sample in enumerate(dataset.iter_samples(autosave=True)):
+        boxes = [[0.1, 0.1, 0.5, 0.5], [0.4, 0.3, 0.5, 0.6]][: 1 + k % 2]
+        sample["boxes"] = fo.Detections(detections=[fo.Detection(bounding_box=b) for b in boxes])
+    settings = {**EMBED, "checkpoint": tiny_checkpoint, "prompt_field": "boxes"}
+    local = usam.embed(dataset, store=tmp_path / "local", **settings)
+    on_ray = usam.embed(dataset, store=tmp_path / "ray", engine="ray", workers=2, **settings)
+    assert (local.embedded, on_ray.embedded, on_ray.failed) == (6, 6, {})
+    mine, theirs = EmbeddingStore.open(tmp_path / "local"), EmbeddingStore.open(tmp_path / "ray")
+    assert mine.spec == theirs.spec and mine.spec.prompt_field == "boxes"
+    for sample in dataset:
+        x, y = mine.get(sample.id), theirs.get(sample.id)
+        assert x.prompt_ids == y.prompt_ids == tuple(d.id for d in sample.boxes.detections)
+        assert x.prompt_fingerprint == y.prompt_fingerprint != ""
+        # one thread on an actor, two here: a float16 token may round the other way
+        np.testing.assert_allclose(x.embeddings, y.embeddings, atol=1e-3)
+        assert (x.decode_masks() != y.decode_masks()).mean() < 1e-3
+
+
 def test_a_killed_worker_has_its_block_retried_with_nothing_lost_or_doubled(
     local_ray, make_dataset, many_images, tiny_checkpoint, tmp_path
 ):

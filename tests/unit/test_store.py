@@ -97,7 +97,8 @@ def test_missing_and_foreign_directories(tmp_path):
 def test_embeddings_of_the_wrong_shape_are_refused(tmp_path):
     store = EmbeddingStore.create(tmp_path / "s", StoreSpec("tiny", "ab" * 32, 3, 256))
     with pytest.raises(
-        StoreError, match=r"shape \(4, 1024\) do not fit this store \(\(9, 1024\)\)"
+        StoreError,
+        match=r"shape \(4, 1024\) with 3 mask\(s\) per prompt and 0 prompt id\(s\) do not fit",
     ):
         store.write({"a": fake_proposals(0)})
 
