@@ -39,6 +39,9 @@ _EXPORTS = {
     "HeadConfig": "fiftyone_usam.head.model",
     "Head": "fiftyone_usam.head.classifier",
     "load_head": "fiftyone_usam.head.checkpoint",
+    "refine": "fiftyone_usam.stages.refine",
+    "RefineReport": "fiftyone_usam.stages.refine",
+    "refine_head": "fiftyone_usam.head.refine",
     "adapt": "fiftyone_usam.stages.adapt",
     "AdaptReport": "fiftyone_usam.stages.adapt",
     "adapt_head": "fiftyone_usam.head.adapt",
@@ -98,6 +101,7 @@ if TYPE_CHECKING:
     from fiftyone_usam.head.classifier import Head as Head
     from fiftyone_usam.head.config import TrainConfig as TrainConfig
     from fiftyone_usam.head.model import HeadConfig as HeadConfig
+    from fiftyone_usam.head.refine import refine_head as refine_head
     from fiftyone_usam.head.train import fit_head as fit_head
     from fiftyone_usam.images import load_rgb as load_rgb
     from fiftyone_usam.inference.clip_backend import load_clip as load_clip
@@ -125,6 +129,8 @@ if TYPE_CHECKING:
     from fiftyone_usam.stages.pipeline import run as run
     from fiftyone_usam.stages.predict import PredictReport as PredictReport
     from fiftyone_usam.stages.predict import predict as predict
+    from fiftyone_usam.stages.refine import RefineReport as RefineReport
+    from fiftyone_usam.stages.refine import refine as refine
     from fiftyone_usam.stages.train import TrainReport as TrainReport
     from fiftyone_usam.stages.train import train_head as train_head
 

@@ -10,18 +10,23 @@ from .crawl import CrawlOperator
 from .embed import EmbedOperator
 from .evaluate import EvaluateOperator
 from .generate import GenerateOperator
+from .panel import USAMPanel
 from .predict import PredictOperator
+from .refine import RefineOperator
 from .run import RunOperator
 from .train import TrainOperator
 
 
 def register(p):
-    """Registers the plugin's operators (every one must also be listed in fiftyone.yml)."""
+    """Registers the plugin's operators and its panel (every one must also be listed in
+    fiftyone.yml)."""
     p.register(GenerateOperator)
     p.register(CrawlOperator)
     p.register(EmbedOperator)
     p.register(TrainOperator)
     p.register(AdaptOperator)
     p.register(PredictOperator)
+    p.register(RefineOperator)
     p.register(EvaluateOperator)
     p.register(RunOperator)
+    p.register(USAMPanel)

@@ -18,6 +18,7 @@ from fiftyone_usam.cli.embed import embed_command
 from fiftyone_usam.cli.evaluate import evaluate_command
 from fiftyone_usam.cli.generate import generate_command
 from fiftyone_usam.cli.predict import predict_command
+from fiftyone_usam.cli.refine import refine_command
 from fiftyone_usam.cli.run import demo_command, run_command
 from fiftyone_usam.cli.train import train_command
 from fiftyone_usam.errors import USAMError
@@ -50,6 +51,7 @@ def main(verbose: int) -> None:
       train              the semantic head, from the training images' labels
       adapt              the head adapted to your images, without labels
       predict            semantic and instance masks of your classes on any dataset
+      refine             the head learns from the corrections made in the App, relabels
       baseline           SAM+CLIP or Otsu labels, the paper's baselines, to compare with
       import-voc | import-coco   benchmark datasets with ground truth (PASCAL VOC | COCO)
       evaluate           mIoU, mAP50 and boundary F against ground truth, stored for the App
@@ -70,6 +72,7 @@ for command in (
     train_command,
     adapt_command,
     predict_command,
+    refine_command,
     baseline_command,
     import_voc_command,
     import_coco_command,

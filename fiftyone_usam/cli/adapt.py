@@ -9,6 +9,7 @@ import click
 from fiftyone_usam.cli.common import (
     device_option,
     echo_problems,
+    head_option,
     max_pixels_option,
     shard_size_option,
     view_tag_option,
@@ -18,12 +19,7 @@ from fiftyone_usam.head.adapt_config import INGREDIENTS
 
 @click.command("adapt")
 @click.option("--dataset", required=True, help="FiftyOne dataset name (the images to label).")
-@click.option(
-    "--head",
-    required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Head checkpoint directory, or a `usam train --out` directory (its student).",
-)
+@head_option
 @click.option(
     "--out",
     required=True,

@@ -20,6 +20,12 @@ device_option = click.option(
     default=None,
     help="torch device, e.g. cpu, cuda, cuda:1. Default: cuda if available, else cpu.",
 )
+head_option = click.option(
+    "--head",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Head checkpoint directory, or a `usam train --out` directory (its student).",
+)
 view_tag_option = click.option("--view-tag", default=None, help="Only the samples with this tag.")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing output fields.")
 mask_dir_option = click.option(

@@ -11,6 +11,7 @@ from fiftyone_usam.cli.common import (
     echo_problems,
     engine_options,
     granularity_option,
+    head_option,
     label_batch_size_option,
     mask_dir_option,
     max_pixels_option,
@@ -24,12 +25,7 @@ from fiftyone_usam.cli.common import (
 
 @click.command("predict")
 @click.option("--dataset", required=True, help="FiftyOne dataset name (must be persistent).")
-@click.option(
-    "--head",
-    required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Head checkpoint directory, or a `usam train --out` directory (its student).",
-)
+@head_option
 @click.option(
     "--field",
     default="usam",

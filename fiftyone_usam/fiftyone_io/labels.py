@@ -69,7 +69,7 @@ def to_detections(
                 bounding_box=[x / width, y / height, w / width, h / height],
                 mask=masks[i],
                 entropy=float(instances.entropies[i]),
-                **(instances.attributes[i] if instances.attributes else {}),
+                **instance_attributes(instances, i, classes),
             )
         )
     return fo.Detections(detections=detections)
@@ -122,13 +122,25 @@ def detections_document(
             detection["mask_path"] = mask_paths[i]
         detection["confidence"] = _confidence(instances.confidences[i])
         detection["entropy"] = float(instances.entropies[i])
-        if instances.attributes:
-            detection.update(instances.attributes[i])
+        detection.update(instance_attributes(instances, i, classes))
         detections.append(detection)
     document: dict[str, Any] = {"_cls": "Detections", "detections": detections}
     if prompts_fingerprint is not None:
         document[PROMPTS_FINGERPRINT] = prompts_fingerprint
     return document
+
+
+def instance_attributes(instances: Instances, i: int, classes: Sequence[str]) -> dict[str, Any]:
+    """The attributes U-SAM writes on instance ``i`` besides FiftyOne's own: ``source_index``
+    (its mask's flat index among the image's proposals in the store, so a correction finds its
+    embedding), ``head_label`` (the labeller's label as written, so an edit by the user shows),
+    then the instance's own (a prompt's ``prompt_id``, ...; a kept prompt label's
+    ``head_label`` is the head's)."""
+    return {
+        "source_index": int(instances.sources[i]),
+        "head_label": label_name(int(instances.labels[i]), classes),
+        **(instances.attributes[i] if instances.attributes else {}),
+    }
 
 
 def _confidence(value: float) -> float | None:

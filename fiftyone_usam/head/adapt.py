@@ -176,16 +176,7 @@ def adapt_head(
     if trains:  # else nothing would move the weights
         with seeded(config.seed, head.device):
             _train(model, x, v, plan, config)
-    adapted = Head(
-        model.eval(),
-        head.classes,
-        threshold=head.threshold,
-        stage="adapted",
-        train_config=head.train_config,
-        store_spec=head.store_spec,
-        metrics=head.metrics,
-        provenance=head.provenance,
-    )
+    adapted = head.derived(model, "adapted")
     after = measure_target(adapted, x, v)
     adapted.metrics["adaptation"] = {
         "before": before.as_dict(),

@@ -90,6 +90,21 @@ class Head:
         """Label id -> name, with 0 the background, as FiftyOne's ``mask_targets`` want it."""
         return {0: BACKGROUND, **{k + 1: name for k, name in enumerate(self.classes)}}
 
+    def derived(self, model: MaskClassifier, stage: str) -> Head:
+        """A new head of ``model`` (this head's, retrained: adapted, refined) at ``stage``,
+        with this head's classes, threshold, configs and store spec, and copies of its
+        metrics and provenance (so the new head's additions never reach this one)."""
+        return Head(
+            model.eval(),
+            self.classes,
+            threshold=self.threshold,
+            stage=stage,
+            train_config=self.train_config,
+            store_spec=self.store_spec,
+            metrics=dict(self.metrics),
+            provenance=dict(self.provenance),
+        )
+
     def to(self, device: str | torch.device) -> Head:
         """Moves the model to ``device``; returns self."""
         self.model.to(device)

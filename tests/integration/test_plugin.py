@@ -18,7 +18,7 @@ def test_fiftyone_discovers_the_plugin_and_every_listed_operator(plugins_dir):
     name = manifest()["name"]
     plugin = next(p for p in fop.list_plugins() if p.name == name)
     assert Path(plugin.directory).resolve() == REPO
-    found = {op.uri for op in foo.list_operators() if op.plugin_name == name}
+    found = {op.uri for op in foo.list_operators(type="operator") if op.plugin_name == name}
     listed = {f"{name}/{op}" for op in manifest()["operators"]}
     assert listed and found == listed
 
@@ -27,7 +27,7 @@ def test_operators_have_labels_under_a_common_prefix(plugins_dir):
     import fiftyone.operators as foo
 
     name = manifest()["name"]
-    for op in foo.list_operators():
+    for op in foo.list_operators(type="operator"):
         if op.plugin_name == name:
             assert op.config.label.startswith("U-SAM: ")
             assert op.config.description
