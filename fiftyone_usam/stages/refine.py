@@ -127,7 +127,12 @@ def refine(
             f"no corrections on {field}_instances: in the App, tag wrong instances "
             "usam:wrong, confirm right ones with usam:ok, or edit their labels, then run this again"
         )
-    model, source = resolve_head(head if head is not None else run.get("head", ""), device)
+    if head is None and not run.get("head"):
+        raise ConfigError(
+            f"the run that wrote {field!r} names no head checkpoint (it was labelled with a "
+            "head held in memory): pass the head to refine (--head DIR)"
+        )
+    model, source = resolve_head(head if head is not None else run["head"], device)
     store = _store(run, field)
     arrays, skipped = _arrays(store, corrections, model.classes)
     replay = _replay(store, view.values("id"))

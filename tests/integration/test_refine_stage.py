@@ -116,9 +116,14 @@ def _raise(*args, **kwargs):
     raise KeyboardInterrupt
 
 
-def test_bad_refinements_say_what_to_do(labelled, tmp_path):
+def test_bad_refinements_say_what_to_do(labelled, tiny_head, tmp_path):
     with pytest.raises(ConfigError, match="no corrections on usam_instances"):
         usam.refine(labelled, out=tmp_path / "r", device="cpu")
+    usam.predict(labelled, head=load_head(tiny_head), field="memory", **KEEP_ALL)  # no path
+    first = labelled.first().memory_instances.detections[0]
+    labelled.select_labels(ids=[first.id]).tag_labels(WRONG_TAG)
+    with pytest.raises(ConfigError, match="names no head checkpoint"):
+        usam.refine(labelled, field="memory", out=tmp_path / "r", device="cpu")
     _review(labelled)
     from fiftyone_usam.fiftyone_io.writer import recorded_run
 
