@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from fiftyone_usam.embeddings import sam_backend
+from fiftyone_usam.embeddings.decoder import prompt_batches, run_decoder
 from fiftyone_usam.embeddings.extractor import MaskEmbeddingExtractor
 from fiftyone_usam.embeddings.mask_runs import MaskRuns, mask_runs
-from fiftyone_usam.embeddings.prompts import grid_points_for_image
 from fiftyone_usam.embeddings.proposals import MASKS_PER_POINT, MaskProposals
 from fiftyone_usam.embeddings.sam_backend import build_sam, load_sam
 from fiftyone_usam.embeddings.sam_variants import OFFICIAL_VARIANTS, SamVariant
@@ -135,21 +135,13 @@ def gpu_throughput(args: argparse.Namespace) -> None:
 
 def low_res_logits(extractor: MaskEmbeddingExtractor, image: np.ndarray):
     """`(d, 3, 256, 256)` decoder logits and `(d, 3)` IoUs of one image's grid, and the points."""
-    model, (h, w) = extractor.model, image.shape[:2]
-    points = grid_points_for_image(extractor.points_per_side, h, w)
-    coords = sam_backend.transform_coords(points, (h, w), extractor.sam.image_size)
-    coords_t = torch.as_tensor(coords, dtype=torch.float, device=extractor.device)[:, None, :]
-    labels = torch.ones(coords_t.shape[:2], dtype=torch.int, device=extractor.device)
+    h, w = image.shape[:2]
+    points, (batch,) = prompt_batches(
+        None, extractor.points_per_side, (h, w), extractor.sam.image_size, per_batch=1 << 20
+    )
     with torch.inference_mode():
         features = extractor.encode([image])
-        sparse, dense = model.prompt_encoder(points=(coords_t, labels), boxes=None, masks=None)
-        low_res, iou = model.mask_decoder(
-            image_embeddings=features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
+        low_res, iou, _ = run_decoder(extractor.model, features, batch, multimask=True)
     return low_res.float(), iou.float(), points
 
 

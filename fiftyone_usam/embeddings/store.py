@@ -195,12 +195,14 @@ class EmbeddingStore:
             return None
         for sample_id, proposals in new.items():
             self._check(sample_id, proposals)
-        if not self.spec.on_grid and (prompts is None or not set(new) <= set(prompts)):
-            raise StoreError(
-                f"the EmbeddingStore at {self.path} holds a label field's prompts: pass the "
-                "fingerprint of every sample's prompts (prompts=)"
-            )
-        fingerprints = None if self.spec.on_grid else {i: prompts[i] for i in new}  # type: ignore[index]
+        fingerprints = None
+        if not self.spec.on_grid:
+            if prompts is None or not set(new) <= set(prompts):
+                raise StoreError(
+                    f"the EmbeddingStore at {self.path} holds a label field's prompts: pass "
+                    "the fingerprint of every sample's prompts (prompts=)"
+                )
+            fingerprints = {i: prompts[i] for i in new}
         shards = self.path / "shards"
         shards.mkdir(parents=True, exist_ok=True)
         number = len(list(shards.glob("*.safetensors")))

@@ -61,8 +61,9 @@ class Correction:
 def read_corrections(view: fo.DatasetView, field: str) -> list[Correction]:
     """The corrections on the ``<field>_instances`` of the view's samples, in sample order.
 
-    A detection tagged ``usam:wrong`` is ``wrong``; one whose label differs from its
-    ``head_label`` is ``relabel`` (whatever its tags); one tagged ``usam:ok`` is ``ok``.
+    A detection tagged ``usam:wrong`` is ``wrong``; one whose label differs from the one U-SAM
+    wrote (`written_label`) is ``relabel`` (whatever its tags); one tagged ``usam:ok`` is
+    ``ok``.
 
     Raises:
         ConfigError: U-SAM did not write ``field`` on this dataset.
@@ -75,8 +76,7 @@ def read_corrections(view: fo.DatasetView, field: str) -> list[Correction]:
             "nothing of its own to correct: pass the --field that `usam predict` wrote (its "
             "instances are <field>_instances)"
         )
-    # what U-SAM wrote as the label: the head's, or the prompt's own where those were kept
-    written = "prompt_label" if run.get("settings", {}).get("keep_prompt_labels") else "head_label"
+    written = written_label(run)
     base = f"{instances}.detections"
     columns = ["id", f"{base}.id", f"{base}.tags", f"{base}.label", f"{base}.head_label"]
     values = view.values([*columns, f"{base}.source_index", f"{base}.{written}"])
@@ -91,23 +91,23 @@ def read_corrections(view: fo.DatasetView, field: str) -> list[Correction]:
 
 
 def corrected_detections(
-    view: fo.DatasetView, field: str, ids: set[str]
+    view: fo.DatasetView, field: str, corrections: list[Correction]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Sample id -> its corrected detections, as the documents FiftyOne stores (masks
-    included), to restore after a relabel. Only the corrected ones are read (filtered in the
-    database), not every instance of their samples."""
-    from fiftyone import ViewField as F
-
+    """Sample id -> its corrected detections (those of `read_corrections`), as the documents
+    FiftyOne stores (masks included), to restore after a relabel. Only they are read, by
+    their ids, not every instance of their samples."""
     instances = output_fields(field)["instances"]
-    run = recorded_run(root_dataset(view), field) or {}
-    written = "prompt_label" if run.get("settings", {}).get("keep_prompt_labels") else "head_label"
-    edited = F(written).exists() & (F("label") != F(written))
-    reviewed = F("tags").contains([WRONG_TAG, OK_TAG]) | edited
-    samples = view.select(sorted(ids)).filter_labels(
-        instances, reviewed & F("source_index").exists()
-    )
+    ids = [c.label_id for c in corrections]
+    samples = view.select_labels(ids=ids, fields=instances)
     found = samples.values(["id", f"{instances}.detections"], _raw=True)
     return {i: list(docs) for i, docs in zip(*found, strict=True) if docs}
+
+
+def written_label(run: dict[str, Any]) -> str:
+    """The attribute holding the label U-SAM wrote on its instances: ``head_label``, or
+    ``prompt_label`` for a run that kept the prompts' own labels. An edit is a ``label`` that
+    differs from it."""
+    return "prompt_label" if run.get("settings", {}).get("keep_prompt_labels") else "head_label"
 
 
 def save_reviewed(path: Path, reviewed: dict[str, list[dict[str, Any]]]) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fiftyone_usam.errors import ConfigError, DatasetNotFoundError
-from fiftyone_usam.fiftyone_io.corrections import KINDS, OK_TAG, WRONG_TAG
+from fiftyone_usam.fiftyone_io.corrections import KINDS, OK_TAG, WRONG_TAG, written_label
 from fiftyone_usam.fiftyone_io.datasets import root_dataset
 from fiftyone_usam.fiftyone_io.evaluation_records import EVALUATIONS_KEY
 from fiftyone_usam.fiftyone_io.writer import PREDICTIONS_KEY, output_fields, recorded_run
@@ -62,7 +62,7 @@ def review_summary(dataset: fo.Dataset | fo.DatasetView, field: str) -> dict[str
     instances = _instances_field(root, field)
     run = recorded_run(root, field) or {}
     settings = run.get("settings", {})
-    columns = _detection_columns(dataset, instances, bool(settings.get("keep_prompt_labels")))
+    columns = _detection_columns(dataset, instances, written_label(run))
     labels = columns["label"]
     classes = list(settings.get("classes") or sorted({x for x in labels if x is not None}))
     counts = Counter(labels)
@@ -151,13 +151,12 @@ def _instances_field(dataset: fo.Dataset, field: str) -> str:
 
 
 def _detection_columns(
-    view: fo.Dataset | fo.DatasetView, instances: str, prompt_labels_kept: bool
+    view: fo.Dataset | fo.DatasetView, instances: str, written: str
 ) -> dict[str, list[Any]]:
     """One flat list per attribute, one entry per instance, in one aggregation pipeline.
 
-    ``written`` is the label as U-SAM wrote it: the kept prompt label where prompts' labels
-    were kept, else the head's (``head_label``); ``head`` is the head's, the key of the
-    corrections.
+    ``written`` is the label as U-SAM wrote it (the attribute `written_label` names); ``head``
+    is the head's, the key of the corrections.
     """
     import fiftyone as fo
 
@@ -166,7 +165,7 @@ def _detection_columns(
         "confidence": "confidence",
         "tags": "tags",
         "head": "head_label",
-        "written": "prompt_label" if prompt_labels_kept else "head_label",
+        "written": written,
     }
     results = view.aggregate([fo.Values(f"{instances}.detections.{p}") for p in paths.values()])
     # one list per sample (None where a sample has no detections): flatten that level only, as

@@ -87,6 +87,14 @@ class TargetFigures:
         out["class_shares"] = dict(zip(self.classes, self.class_shares, strict=True))
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TargetFigures:
+        """The figures `as_dict` gave (as an adapted head's ``metrics["adaptation"]`` keeps
+        them)."""
+        shares = data["class_shares"]
+        rest = {k: v for k, v in data.items() if k != "class_shares"}
+        return cls(classes=tuple(shares), class_shares=tuple(shares.values()), **rest)
+
 
 @dataclass
 class _Plan:

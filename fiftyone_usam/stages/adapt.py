@@ -28,7 +28,7 @@ from fiftyone_usam.fiftyone_io.datasets import (
     resolve_view,
     usam_dir,
 )
-from fiftyone_usam.head.adapt import TargetFigures, adapt_head, measure_target
+from fiftyone_usam.head.adapt import TargetFigures, adapt_head
 from fiftyone_usam.head.adapt_config import INGREDIENTS, AdaptConfig
 from fiftyone_usam.head.checkpoint import resolve_head, save_head
 from fiftyone_usam.images import DEFAULT_MAX_PIXELS
@@ -174,14 +174,14 @@ def adapt(
     )
     save_head(adapted, destination)
     _record(target_view, destination, adapted, head_path)
-    figures = adapted.metrics["adaptation"]
+    figures = adapted.metrics["adaptation"]  # measured by adapt_head, before and after
     report = AdaptReport(
         destination,
         str(head_path),
         len(ids),
         view,
-        measure_target(model, target, views),
-        measure_target(adapted, target, views),
+        TargetFigures.from_dict(figures["before"]),
+        TargetFigures.from_dict(figures["after"]),
         failed,
         used_sam,
         time.perf_counter() - started,

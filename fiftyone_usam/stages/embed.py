@@ -101,7 +101,7 @@ def embed(
     checkpoint: str | Path | None = None,
     view_tag: str | None = None,
     points_per_side: int = 10,
-    prompt_field: str | None = None,
+    prompt_field: str | FieldPrompts | None = None,
     view: str | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 4,
@@ -138,6 +138,8 @@ def embed(
             (one prompt per label, three masks), each row named by its label's id. Default
             store: ``embeddings-<variant>-prompts-<field>``. A sample whose prompts changed is
             embedded again; one with no usable prompt is skipped and reported (``skipped``).
+            The field's prompts already read (`fiftyone_io.prompts.read_prompts`, as
+            `predict` does) are taken as they are, not read again.
         view: embed each image under an augmentation instead (``hflip``, ``scale:0.75``;
             `embeddings.views`), for `adapt`'s cross-view consistency: a view store (default
             ``...-view-<view>``, its spec records the view) keeps embeddings only (``masks``
@@ -200,7 +202,7 @@ def embed(
         "encode_workers": encode_workers,
     }
     built = make_extractor(loaded, settings)  # checked before the store is touched
-    prompts = read_prompts(samples, prompt_field) if prompt_field else None
+    prompts = read_prompts(samples, prompt_field) if isinstance(prompt_field, str) else prompt_field
     spec, path = _destination(samples, loaded, points_per_side, store, keep, prompts, augmentation)
     task = EmbedTask(
         store=str(path),
@@ -333,7 +335,7 @@ def _block_size(batch_size: int, shard_size: int) -> int:
     return math.lcm(max(1, batch_size), max(1, shard_size))
 
 
-def _check_view(view: str | None, prompt_field: str | None) -> str | None:
+def _check_view(view: str | None, prompt_field: str | FieldPrompts | None) -> str | None:
     """The view's canonical name (None: no view).
 
     Raises:

@@ -130,7 +130,7 @@ def ensure_embeddings(
         store=path or locate_store(view, fresh, default=True),
         sam=loaded,
         points_per_side=points,
-        prompt_field=None if prompts is None else prompts.field,
+        prompt_field=prompts,  # read once, by the caller
         batch_size=batch_size,
         shard_size=shard_size,
         max_pixels=max_pixels,

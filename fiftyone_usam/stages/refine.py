@@ -157,7 +157,7 @@ def refine(
     report.refine_seconds = refine_seconds
     if relabel:
         report.relabelled, report.restored = _relabel(
-            view, field, run, destination, store, progress
+            view, field, run, corrections, destination, store, progress
         )
     report.seconds = time.perf_counter() - started
     logger.info("refine: %s", report.summary())
@@ -222,6 +222,7 @@ def _relabel(
     view: fo.DatasetView,
     field: str,
     run: dict[str, Any],
+    corrections: list[Correction],
     head: Path,
     store: EmbeddingStore,
     progress: bool | ProgressCallback | None,
@@ -231,8 +232,7 @@ def _relabel(
     The reviewed instances are saved beside the refined head first (``reviewed.json``), so a
     run killed while relabelling loses none of them: the next `refine` puts them back first.
     """
-    ids = {c.sample_id for c in read_corrections(view, field)}
-    reviewed = corrected_detections(view, field, ids)
+    reviewed = corrected_detections(view, field, corrections)
     save_reviewed(head / REVIEWED, reviewed)
     settings = run.get("settings", {})
     report = predict(
